@@ -1,0 +1,55 @@
+# EXACT-CT: `make demo` and `make test` are all a fresh machine needs (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Local, offline defaults for every target (no telemetry, state inside the repository).
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export DVC_SITE_CACHE_DIR ?= $(CURDIR)/.dvc/site-cache
+export DVC_NO_ANALYTICS := 1
+export TOTALSEG_HOME_DIR ?= $(CURDIR)/.totalsegmentator
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: setup demo test test-fast bench lint format server clean-demo
+
+# The environment is rebuilt only when the dependency declarations change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# The bundled pip (23.2) resolves numpy 2 beside thinc 8.2 and spaCy then fails at import.
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@# totalsegmentator drags in PyPI `argparse` (shadows the stdlib one and breaks Prefect's
+	@# temporary server) and a torchvision that cannot import beside the CPU torch: remove both.
+	$(BIN)/python -m pip uninstall -y -q argparse torchvision || true
+	$(BIN)/python -c "import torch, monai, spacy, medspacy, prefect, dvc, pydicom, totalsegmentator, exact_ct; print('environment ok: torch', torch.__version__)"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	EXACT_MODE=test $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	EXACT_MODE=test $(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	EXACT_MODE=test $(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src stages flows tests benchmarks
+	$(BIN)/ruff format --check src stages flows tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src stages flows tests benchmarks
+	$(BIN)/ruff format src stages flows tests benchmarks
+
+demo: $(STAMP)
+	EXACT_MODE=demo $(BIN)/python -m flows.demo
+
+server: $(STAMP)
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200

@@ -1,0 +1,1 @@
+"""Thin argparse adapters, one module per `exact` subcommand."""
