@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def check_drop(drop: Path) -> DropCheck:
     problems: list[str] = []
     complete = (drop / COMPLETE_MARKER).is_file()
     if not (drop / REPORTS_FILE).is_file():
-        problems.append(f"{drop}: missing {REPORTS_FILE} (columns accession_number,patient_id,findings,impression)")
+        problems.append(
+            f"{drop}: missing {REPORTS_FILE} (columns accession_number,patient_id,findings,impression)"
+        )
     has_images = any(
         p.is_file() for sub in ("dicom", "nifti") if (drop / sub).is_dir() for p in (drop / sub).rglob("*")
     )
@@ -94,32 +97,50 @@ def register_drop(
     drop = Path(drop)
     if not BATCH_NAME.match(batch):
         raise DropError(f"batch name {batch!r} is invalid: use letters, digits, '_', '-', '.' (max 64)")
-    check = check_drop(drop)
-    if not check.complete:
-        raise DropError(f"{drop}: drop is not complete (no {COMPLETE_MARKER} marker); the hospital writes it last")
-    if check.problems:
-        raise DropError("; ".join(check.problems))
     raw = repo_root / "data" / "raw"
     dest = raw / batch
     params_path = repo_root / "params.yaml"
-    if dest.exists() or batch in read_batches(params_path):
-        raise DropError(f"batch {batch!r} is already registered ({dest}); batches are immutable, pick a new name")
-    raw.mkdir(parents=True, exist_ok=True)
-    tmp = raw / f".{batch}.registering"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left over from an interrupted registration; it was never visible as a batch
-    if move:
-        shutil.move(str(drop), str(tmp))
+    if batch in read_batches(params_path):
+        raise DropError(
+            f"batch {batch!r} is already registered ({dest}); batches are immutable, pick a new name"
+        )
+    if dest.exists() and not drop.exists():
+        # An earlier attempt moved the drop but was interrupted before tracking it: finish that job.
+        pass
+    elif dest.exists():
+        raise DropError(f"{dest} already exists but is not a registered batch; remove it or pick a new name")
     else:
-        shutil.copytree(drop, tmp)
-    os.replace(tmp, dest)
+        check = check_drop(drop)
+        if not check.complete:
+            raise DropError(
+                f"{drop}: drop is not complete (no {COMPLETE_MARKER} marker); the hospital writes it last"
+            )
+        if check.problems:
+            raise DropError("; ".join(check.problems))
+        raw.mkdir(parents=True, exist_ok=True)
+        tmp = raw / f".{batch}.registering"
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left over from an interrupted copy; it was never visible as a batch
+        if move:
+            shutil.move(str(drop), str(tmp))
+        else:
+            shutil.copytree(drop, tmp)
+        os.replace(tmp, dest)
     if dvc_track:
-        _run(["dvc", "add", str(dest.relative_to(repo_root))], cwd=repo_root)
+        _run([_dvc(), "add", "--quiet", str(dest.relative_to(repo_root))], cwd=repo_root)
     add_batch_to_params(params_path, batch)
     return dest
+
+
+def _dvc() -> str:
+    """The `dvc` of the running environment (the project venv need not be activated)."""
+    candidate = Path(sys.executable).with_name("dvc")
+    return str(candidate) if candidate.exists() else (shutil.which("dvc") or "dvc")
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        raise RuntimeError(
+            f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}"
+        )

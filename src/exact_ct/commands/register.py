@@ -9,9 +9,13 @@ from pathlib import Path
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("drop", type=Path, metavar="DROP_DIR", help="a complete drop (with its _COMPLETE marker)")
     p.add_argument("--batch", required=True, help="batch name (letters, digits, _ - .)")
-    p.add_argument("--repo", type=Path, default=Path("."), help="repository root (default: current directory)")
+    p.add_argument(
+        "--repo", type=Path, default=Path("."), help="repository root (default: current directory)"
+    )
     p.add_argument("--copy", action="store_true", help="copy instead of move (keeps the drop in place)")
-    p.add_argument("--no-dvc", action="store_true", help="do not run `dvc add` (for repositories without DVC)")
+    p.add_argument(
+        "--no-dvc", action="store_true", help="do not run `dvc add` (for repositories without DVC)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only (DVC decides what is stale; no torch imports here)."""
