@@ -21,6 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label-reports": ("label_reports", "label free-text reports for the 18 abnormalities"),
     "pseudo-masks": ("pseudo_masks", "organ label map (ids 0-9) for one CT volume"),
     "import-totalseg": ("import_totalseg", "convert a TotalSegmentator `total` label map to our organ map"),
+    "infer": ("infer", "run a published model on one study: probabilities, organs, anomaly maps, report"),
+    "finetune": ("finetune", "fine-tune the pretrained model on a new task with few labels"),
+    "embed": ("embed", "per-organ embedding vectors of one study"),
+    "retrain": ("retrain", "run the Prefect retrain flow once on the inbox"),
+    "serve": ("serve", "serve the retrain flow on a cron schedule"),
 }
 
 

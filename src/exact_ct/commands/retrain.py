@@ -1,0 +1,33 @@
+"""Run the Prefect `retrain` flow once: register complete inbox drops, rerun what is stale, publish."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inbox", type=Path, default=None, help="drops folder (default: <repo>/data/inbox)")
+    p.add_argument("--repo", type=Path, default=Path("."), help="project checkout (default: current directory)")
+    p.add_argument("--no-push", action="store_true", help="skip `dvc push` at the end")
+
+
+def import_flows(repo: Path):
+    """Flows live beside the library in the checkout (imports go flows -> stages -> exact_ct)."""
+    root = repo.resolve()
+    if not (root / "flows" / "retrain.py").exists():
+        raise FileNotFoundError(f"{root}: not an EXACT-CT checkout (no flows/retrain.py); use --repo")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from flows import retrain
+
+    return retrain
+
+
+def run(args: argparse.Namespace) -> int:
+    module = import_flows(args.repo)
+    result = module.retrain(repo=str(args.repo.resolve()), inbox=str(args.inbox) if args.inbox else None,
+                            push=not args.no_push)
+    print(f"retrain: {result['status']}; new batches: {', '.join(result['batches']) or 'none'}")
+    return 0
