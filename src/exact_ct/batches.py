@@ -71,11 +71,15 @@ def add_batch_to_params(params_path: Path, batch: str) -> None:
     yaml.indent(mapping=2, sequence=4, offset=2)
     with open(params_path, encoding="utf-8") as f:
         data = yaml.load(f)
-    batches = data.get("batches") or []
+    from ruamel.yaml.comments import CommentedSeq
+
+    batches = list(data.get("batches") or [])
     if batch in batches:
         return
-    batches.append(batch)
-    data["batches"] = batches
+    # A flow-style list keeps the blank lines and comments around `batches:` where they were.
+    seq = CommentedSeq([*batches, batch])
+    seq.fa.set_flow_style()
+    data["batches"] = seq
     with atomic_path(params_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         yaml.dump(data, f)
 

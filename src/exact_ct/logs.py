@@ -9,7 +9,11 @@ _FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(verbose: bool = False) -> None:
-    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("EXACT_LOG_LEVEL", "INFO"), logging.INFO)
+    level = (
+        logging.DEBUG
+        if verbose
+        else getattr(logging, os.environ.get("EXACT_LOG_LEVEL", "INFO"), logging.INFO)
+    )
     logging.basicConfig(level=level, format=_FORMAT)
     # medspacy's PyRuSH sentence splitter logs every sentence at DEBUG through loguru; silence it.
     try:

@@ -18,7 +18,7 @@ class NetworkConfig:
         channels: feature channels per encoder level (full resolution first); each further level halves
             the spatial size, so the input size must be divisible by ``2 ** (len(channels) - 1)``.
         anomaly_channels: channels of the anomaly decoder per level; empty means the same as ``channels``.
-        num_res_units: residual units per block (``residual`` backbone only).
+        num_res_units: convolutions per residual block (``residual`` backbone only).
         norm: MONAI norm name (``instance`` works with batch size 1 on CPU).
         dropout: dropout probability inside blocks (0 keeps training bit-reproducible and cheap).
     """

@@ -35,7 +35,7 @@ def _block(cfg: NetworkConfig, cin: int, cout: int, strides: int = 1) -> nn.Modu
             in_channels=cin,
             out_channels=cout,
             strides=strides,
-            subunits=max(1, cfg.num_res_units) + 1,
+            subunits=max(1, cfg.num_res_units),
             norm=cfg.norm,
             dropout=cfg.dropout or None,
         )
