@@ -15,7 +15,7 @@ export TOTALSEG_HOME_DIR ?= $(CURDIR)/.totalsegmentator
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-fast bench lint format server clean-demo
+.PHONY: setup browser demo test test-fast bench lint format server
 
 # The environment is rebuilt only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
@@ -31,7 +31,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# Headless Chromium renders the HTML evaluation report in a test (Debian package; needs root or sudo).
+CHROMIUM := $(shell command -v chromium 2>/dev/null)
+browser:
+ifeq ($(CHROMIUM),)
+	@echo "installing Debian's chromium for the HTML report test"
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null
+endif
+
+test: $(STAMP) browser
 	EXACT_MODE=test $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
