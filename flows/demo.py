@@ -27,20 +27,30 @@ def _demo_params() -> dict:
 
 
 def synthesise(batch: str, studies: int, seed: int) -> Path | None:
-    """Write a synthetic drop into data/inbox/<batch> unless that batch is already registered."""
+    """Write a synthetic drop into data/inbox/<batch>, its truth into data/synth/<batch>/truth (DVC-tracked).
+
+    Nothing happens for a batch that is already registered, so the demo can be rerun.
+    """
     registered = (yaml.safe_load((REPO / "params.yaml").read_text()) or {}).get("batches") or []
     if batch in registered:
         return None
-    out = REPO / "data" / "synth" / batch
+    work = REPO / "data" / "synth" / ".work" / batch
+    truth = REPO / "data" / "synth" / batch
     inbox = REPO / "data" / "inbox" / batch
-    if not (out / "drop" / "_COMPLETE").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        cmd = [str(Path(sys.executable).with_name("exact")), "synth", "--studies", str(studies), "--out", str(out),
-               "--seed", str(seed), "--batch", batch]
-        subprocess.run(cmd, cwd=REPO, check=True)
-    if not inbox.exists():
-        # The hospital copies its export into the inbox and writes the marker last; copytree keeps it.
-        shutil.copytree(out / "drop", inbox)
+    shutil.rmtree(work, ignore_errors=True)
+    cmd = [str(Path(sys.executable).with_name("exact")), "synth", "--studies", str(studies), "--out", str(work),
+           "--seed", str(seed), "--batch", batch]
+    subprocess.run(cmd, cwd=REPO, check=True)
+    shutil.rmtree(truth, ignore_errors=True)
+    truth.mkdir(parents=True)
+    shutil.move(str(work / "truth"), str(truth / "truth"))
+    subprocess.run([str(Path(sys.executable).with_name("dvc")), "add", "--quiet", str(truth.relative_to(REPO))],
+                   cwd=REPO, check=True)
+    # The hospital copies its export into the inbox and writes the marker last: a rename is atomic.
+    shutil.rmtree(inbox, ignore_errors=True)
+    inbox.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(work / "drop"), str(inbox))
+    shutil.rmtree(work, ignore_errors=True)
     return inbox
 
 

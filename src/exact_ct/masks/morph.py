@@ -1,0 +1,119 @@
+"""Morphology in millimetres (distance-transform based) and grid changes shared by the mask backends."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import convex_hull_image
+
+Spacing = tuple[float, float, float]
+
+#: 2-D connectivity inside each axial slice (z is the last axis), used for per-slice hole filling.
+SLICE_STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
+SLICE_STRUCTURE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+
+
+def ball(radius_mm: float, spacing: Spacing) -> np.ndarray:
+    """Ellipsoidal structuring element (in voxels) of a ball of ``radius_mm``."""
+    r = [int(np.floor(radius_mm / s)) for s in spacing]
+    grid = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
+    return sum((g * s) ** 2 for g, s in zip(grid, spacing, strict=True)) <= radius_mm**2 + 1e-6
+
+
+#: Up to this radius (in voxels) a structuring element is cheaper than a distance transform.
+_SMALL_RADIUS_VOXELS = 2
+
+
+def dilate_mm(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
+    """Euclidean dilation by a radius in mm (an exact ball, anisotropic spacing handled)."""
+    if not mask.any():
+        return mask.copy()
+    if radius_mm / min(spacing) <= _SMALL_RADIUS_VOXELS:
+        return ndimage.binary_dilation(mask, structure=ball(radius_mm, spacing))
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+
+
+def erode_mm(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
+    """Euclidean erosion by a radius in mm.
+
+    The mask is assumed to continue beyond the field of view (edge padding), so that an organ cut by a
+    tight crop is not eroded from the cut.
+    """
+    if not mask.any():
+        return mask.copy()
+    if radius_mm / min(spacing) <= _SMALL_RADIUS_VOXELS:
+        return ndimage.binary_erosion(mask, structure=ball(radius_mm, spacing), border_value=1)
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
+    padded = np.pad(mask, [(p, p) for p in pad], mode="edge")
+    inside = ndimage.distance_transform_edt(padded, sampling=spacing)
+    px, py, pz = pad
+    return inside[px:-px, py:-py, pz:-pz] > radius_mm
+
+
+def inplane_distance(mask: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """Distance (mm) to the nearest background voxel within the same axial slice."""
+    # A huge z spacing makes the 3-D transform ignore neighbours in other slices.
+    padded = np.pad(mask, ((1, 1), (1, 1), (0, 0)))
+    d = ndimage.distance_transform_edt(padded, sampling=(spacing[0], spacing[1], 1e6))
+    return d[1:-1, 1:-1, :]
+
+
+def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill holes slice by slice (axial), so that the lungs count as inside the body."""
+    return ndimage.binary_fill_holes(mask, structure=SLICE_STRUCTURE)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def components_touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """Connected components of ``mask`` that contain at least one ``seed`` voxel."""
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    keep = np.unique(labels[seed & mask])
+    keep = keep[keep > 0]
+    return np.isin(labels, keep)
+
+
+def hull_2d(mask: np.ndarray) -> np.ndarray:
+    """Convex hull of each axial slice (skimage), slices with < 3 voxels left as they are."""
+    out = mask.copy()
+    for z in np.flatnonzero(mask.any(axis=(0, 1))):
+        sl = mask[:, :, z]
+        if sl.sum() >= 3:
+            out[:, :, z] = convex_hull_image(sl)
+    return out
+
+
+def downsample_factors(spacing: Spacing, grid_mm: float) -> tuple[int, int, int]:
+    """Integer block sizes that bring each axis closest to ``grid_mm`` without going coarser."""
+    return tuple(max(1, int(np.floor(grid_mm / s + 1e-6))) for s in spacing)  # type: ignore[return-value]
+
+
+def block_mean(volume: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    """Mean over non-overlapping blocks (edge blocks may be partial), as float32."""
+    if factors == (1, 1, 1):
+        return volume.astype(np.float32, copy=False)
+    fx, fy, fz = factors
+    nx, ny, nz = (-(-d // f) for d, f in zip(volume.shape, factors, strict=True))
+    pad = [(0, n * f - d) for d, f, n in zip(volume.shape, factors, (nx, ny, nz), strict=True)]
+    v = volume.astype(np.float32)
+    if any(p[1] for p in pad):
+        v = np.pad(v, pad, mode="edge")  # edge values: partial blocks keep the border intensity
+    return v.reshape(nx, fx, ny, fy, nz, fz).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def upsample_labels(labels: np.ndarray, factors: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour inverse of :func:`block_mean`: repeat each coarse voxel, crop to ``shape``."""
+    out = labels
+    for axis, f in enumerate(factors):
+        if f > 1:
+            out = np.repeat(out, f, axis=axis)
+    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])

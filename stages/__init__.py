@@ -1,0 +1,1 @@
+"""Thin DVC stage entry points: parse arguments, load one params section, call the library."""
