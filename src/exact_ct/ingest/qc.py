@@ -1,0 +1,60 @@
+"""Named quality-control rules of ingest: every skipped or quarantined input carries one of these names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+#: Quarantine rules, in the order they are checked for a series (file rules first). Each entry says
+#: what the rule catches and which ``ingest`` parameter sets its threshold (docs/ingest.md has the table).
+RULES: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "unreadable_file": "not a DICOM/NIfTI file, or truncated / corrupt so it cannot be parsed",
+        "not_ct": "Modality is not CT (or missing with a non-CT SOP class)",
+        "missing_geometry": "no usable ImagePositionPatient / ImageOrientationPatient / PixelSpacing",
+        "unsupported_transfer_syntax": "no installed decoder for the file's transfer syntax",
+        "missing_pixel_data": "the file has no Pixel Data element",
+        "invalid_nifti": "NIfTI input is not 3D, has a singular affine, or holds NaN/inf values",
+        "duplicate_positions": "two slices at the same position along the slice normal (duplicate_position_tol_mm)",
+        "missing_slices": "a gap between slices larger than 1.5x the usual step (spacing_tolerance)",
+        "nonuniform_spacing": "slice steps differ from the median step by more than spacing_tolerance",
+        "oblique_or_tilted": "in-plane axes oblique beyond max_oblique_deg or gantry tilt beyond max_tilt_deg",
+        "duplicate_slices": "two slices with identical, non-constant pixel data (check_duplicate_pixels)",
+        "too_few_slices": "fewer slices than min_slices",
+        "implausible_hu": "values outside int16 after rescale, too little air, or 99th percentile above max_hu_p99",
+        "not_chest": "BodyPartExamined in non_chest_body_parts, or lung-density share below min_lung_share",
+        "duplicate_accession": "one accession number on several studies/patients, or on several report rows",
+        "study_without_report": "imaging study whose accession number has no row in reports.csv (require_report)",
+        "report_without_study": "reports.csv row whose accession number has no usable imaging input",
+    }
+)
+
+#: Reasons for skipping a file that are not errors (the file is accounted for, but not quarantined).
+SKIP_REASONS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "localizer": "scout / localizer / topogram image",
+        "not_selected": "a valid series of the study that lost to the diagnostic series by the selection rules",
+        "dicomdir": "DICOMDIR index file (no image)",
+    }
+)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one input file: ``status`` is used | skipped | quarantined."""
+
+    path: str  # relative to the drop, already scrubbed of identifiers
+    status: str
+    rule: str = ""
+    message: str = ""
+
+
+class QCFailure(Exception):
+    """A rule fired; ``rule`` is a key of RULES and ``message`` says what, where and what to do."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        if rule not in RULES:
+            raise KeyError(f"unknown QC rule {rule!r}")
+        super().__init__(f"{message} (rule {rule})")
+        self.rule = rule
+        self.message = message
