@@ -13,7 +13,7 @@ PROFILES: dict[str, dict[str, object]] = {
         "matrix": 128,
         "pixel_mm": (2.6, 3.4),
         # weighted towards thicker slices to keep a study near 2 MB of DICOM
-        "slice_mm": ((2.5, 3.0, 3.5, 4.0, 5.0), (0.1, 0.25, 0.25, 0.25, 0.15)),
+        "slice_mm": ((2.5, 3.0, 4.0, 5.0), (0.1, 0.25, 0.35, 0.3)),
         "thick_factor": (2,),
         "noise_hu": (6.0, 16.0),
     },
@@ -71,7 +71,9 @@ def canonical_to_dicom_slice(volume_xyz: np.ndarray, k: int) -> np.ndarray:
     return volume_xyz[::-1, ::-1, k].T
 
 
-def dicom_lps_affine(ipp_first: np.ndarray, iop: np.ndarray, pixel_spacing: tuple[float, float], normal_step: np.ndarray) -> np.ndarray:
+def dicom_lps_affine(
+    ipp_first: np.ndarray, iop: np.ndarray, pixel_spacing: tuple[float, float], normal_step: np.ndarray
+) -> np.ndarray:
     """Affine (LPS mm) of an array indexed (column, row, slice), the convention nibabel uses for DICOM."""
     row_dir = np.asarray(iop[:3], dtype=float)
     col_dir = np.asarray(iop[3:], dtype=float)
