@@ -1,0 +1,64 @@
+"""Run a model package on one study (DICOM folder or NIfTI): ingest QC, pseudo masks, model, grounded report.
+
+Writes DIR/probabilities.json, organs.nii.gz, anomaly_maps.nii.gz (x, y, z, 18; channels in
+exact_ct.schema.ABNORMALITIES order, organ-confined, on the study's canonical RAS+ grid), report.md
+(grounded) and overlay.png. Exits 1 when ingest QC rejects the study, naming the rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "study", type=Path, metavar="STUDY", help="DICOM folder or .nii/.nii.gz file of one chest CT"
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        metavar="MODEL_DIR",
+        help="model package (e.g. models/registry/0.1.0)",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--no-pseudo-masks", action="store_true", help="skip the intensity pseudo masks (QC reference)"
+    )
+    p.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params.yaml whose `ingest` and `pseudo_masks` sections are used when it exists",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from exact_ct.config import section
+    from exact_ct.evaluation.infer import StudyRejected, run_infer
+    from exact_ct.ingest import IngestConfig
+    from exact_ct.masks import PseudoMasksParams
+
+    have = args.params is not None and args.params.exists()
+    ingest_cfg = section(IngestConfig, "ingest", args.params) if have else IngestConfig()
+    masks = section(PseudoMasksParams, "pseudo_masks", args.params) if have else PseudoMasksParams()
+    try:
+        res = run_infer(
+            args.study,
+            args.model,
+            args.out,
+            ingest_cfg=ingest_cfg,
+            masks_params=masks,
+            pseudo_masks=not args.no_pseudo_masks,
+            device=args.device,
+        )
+    except StudyRejected as e:
+        print(f"exact infer: {e}", file=sys.stderr)
+        return 1
+    found = ", ".join(res.positives) if res.positives else "none above threshold"
+    print(f"infer: {found}; wrote {res.out_dir} in {res.seconds:.1f} s")
+    return 0

@@ -1,0 +1,230 @@
+"""Model card (markdown) and MONAI-bundle-style ``metadata.json`` of one registry version.
+
+Both are built from the package manifest, the evaluation metrics and the gate decision only: no
+patient identifier, study id or report text can reach them.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from exact_ct.schema import ABNORMALITIES, ORGANS
+
+INTENDED_USE = (
+    "Research and method development on chest CT: study-level probabilities for 18 CT-RATE abnormalities, "
+    "organ segmentation (10 classes) and organ-confined voxel-level anomaly maps that explain them. "
+    "Intended users are ML engineers and researchers; outputs may be shown to radiologists as decision "
+    "support in studies, never as a diagnosis."
+)
+LIMITS = (
+    "Not a medical device; not validated for clinical use.",
+    "Trained from report-derived (weak) labels: report omissions and hedges are label noise.",
+    "Organ supervision comes from pseudo masks (intensity thresholds or TotalSegmentator), not experts.",
+    "Adult chest CT only; other body regions, paediatric scans and heavy artefacts are out of scope.",
+    "Grounded-report lobes are approximated by position inside the lung (no fissure segmentation).",
+)
+GENERIC_FAILURE_MODES = (
+    "Findings outside the abnormality's organ region are invisible by design (organ confinement); an organ "
+    "segmentation error therefore hides or displaces findings.",
+    "Thresholds were fixed on a small validation split; sensitivity and specificity on new sites will differ.",
+    "Synthetic demo data: metrics on it say nothing about real scans.",
+)
+
+
+def _pkg_version(name: str) -> str:
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return ""
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def failure_modes(metrics: dict[str, Any], weak_auroc: float = 0.7, ece_high: float = 0.1) -> list[str]:
+    """Failure modes read off the evaluation, then the generic ones."""
+    out: list[str] = []
+    per = metrics.get("diagnosis", {}).get("per_abnormality", {})
+    weak = [
+        n for n in ABNORMALITIES if per.get(n, {}).get("auroc") is not None and per[n]["auroc"] < weak_auroc
+    ]
+    untested = [n for n in ABNORMALITIES if per.get(n, {}).get("auroc") is None]
+    if weak:
+        out.append(f"Weak discrimination (test AUROC < {weak_auroc}): {', '.join(weak)}.")
+    if untested:
+        out.append(f"Not evaluable (no positives or no negatives in the test split): {', '.join(untested)}.")
+    ece = metrics.get("diagnosis", {}).get("macro", {}).get("ece")
+    if ece is not None and ece > ece_high:
+        out.append(
+            f"Probabilities are poorly calibrated (ECE {ece:.3f}); use the thresholds, not the raw values."
+        )
+    loc = metrics.get("localization", {}).get("overall", {})
+    if loc.get("findings") and loc.get("hit") is not None and loc["hit"] < 0.5:
+        out.append(f"Maps often miss the lesion (HIT {loc['hit']:.2f} over {loc['findings']} findings).")
+    return out + list(GENERIC_FAILURE_MODES)
+
+
+def model_card(
+    version: str,
+    manifest: dict[str, Any],
+    metrics: dict[str, Any],
+    decision: dict[str, Any],
+    params: dict[str, Any],
+) -> str:
+    """The model card in markdown."""
+    diag = metrics.get("diagnosis", {})
+    macro = diag.get("macro", {})
+    ci = macro.get("auroc_ci")
+    lines = [
+        f"# EXACT-CT model {version}",
+        "",
+        "## Model details",
+        f"- Version: {version} (semantic; registry `models/registry/{version}/`)",
+        f"- Architecture: EXACT-style shared 3D encoder, organ decoder ({len(ORGANS)} classes) and anomaly decoder "
+        f"({len(ABNORMALITIES)} maps) with organ-confined top-k MIL pooling; network `{manifest.get('network')}`",
+        f"- Pooling: `{manifest.get('pooling')}`",
+        f"- Input grid: `{manifest.get('preprocessing')}`",
+        f"- Data version: `{manifest.get('data_version', '')}`",
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Limits",
+        *[f"- {x}" for x in LIMITS],
+        "",
+        "## Evaluation (test split)",
+        f"Reference labels: {metrics.get('label_source')}; {metrics.get('studies', {}).get('test')} test studies; thresholds "
+        f"fixed on the validation split ({metrics.get('studies', {}).get('val')} studies, {metrics.get('threshold_method')}); "
+        f"{metrics.get('bootstrap')} bootstrap replicates for {int(100 * float(metrics.get('ci', 0.95)))} % intervals.",
+        "",
+        f"Macro AUROC {_fmt(macro.get('auroc'))}"
+        + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        + f", AUPRC {_fmt(macro.get('auprc'))}, F1 {_fmt(macro.get('f1'))}, sensitivity {_fmt(macro.get('sensitivity'))}, "
+        f"specificity {_fmt(macro.get('specificity'))}, ECE {_fmt(macro.get('ece'))}.",
+        "",
+        "| abnormality | AUROC [95% CI] | AUPRC | F1 | sensitivity | specificity | threshold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ABNORMALITIES:
+        e = diag.get("per_abnormality", {}).get(name, {})
+        c = e.get("auroc_ci")
+        lines.append(
+            f"| {name} | {_fmt(e.get('auroc'))}{f' [{c[0]:.3f}, {c[1]:.3f}]' if c else ''} | {_fmt(e.get('auprc'))} | "
+            f"{_fmt(e.get('f1'))} | {_fmt(e.get('sensitivity'))} | {_fmt(e.get('specificity'))} | {_fmt(e.get('threshold'))} |"
+        )
+    loc = metrics.get("localization", {}).get("overall", {})
+    gr = metrics.get("grounded_report", {})
+    od = metrics.get("organ_dice", {})
+    lines += [
+        "",
+        f"Localization: {loc.get('findings', 0)} findings with lesion masks; pointing game {_fmt(loc.get('pointing_game'))}, "
+        f"top-k % Dice {_fmt(loc.get('dice_topk'))}, HIT {_fmt(loc.get('hit'))}.",
+        "Organ Dice: " + ", ".join(f"{k} {_fmt(v.get('mean'))}" for k, v in od.items()) + ".",
+        f"Grounded reports re-labelled by the report labeller: macro F1 {_fmt(gr.get('macro_f1'))}, micro F1 {_fmt(gr.get('micro_f1'))}.",
+        "",
+        "## Known failure modes",
+        *[f"- {x}" for x in failure_modes(metrics)],
+        "",
+        "## Release decision",
+        f"{decision.get('reason', '')}",
+        "",
+        "## Parameters",
+        "```json",
+        _json(params),
+        "```",
+        "",
+        "## Privacy",
+        "Trained on pseudonymised data (keyed hashes of ids); this card holds aggregate numbers only, "
+        "no patient identifier, study id or report text.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+def bundle_metadata(
+    version: str, manifest: dict[str, Any], metrics: dict[str, Any], changelog: dict[str, str]
+) -> dict[str, Any]:
+    """MONAI-bundle-style metadata.json (the keys of MONAI's bundle metadata schema we can fill honestly)."""
+    plan = manifest.get("preprocessing", {})
+    macro = metrics.get("diagnosis", {}).get("macro", {})
+    return {
+        "version": version,
+        "changelog": changelog,
+        "monai_version": _pkg_version("monai"),
+        "pytorch_version": _pkg_version("torch"),
+        "numpy_version": _pkg_version("numpy"),
+        "required_packages_version": {
+            "nibabel": _pkg_version("nibabel"),
+            "exact-ct": _pkg_version("exact-ct"),
+        },
+        "name": "EXACT-CT anomaly-aware chest CT model",
+        "task": "Chest CT: organ segmentation, 18-abnormality classification and organ-confined anomaly maps",
+        "description": INTENDED_USE,
+        "authors": "EXACT-CT pipeline",
+        "copyright": "see the repository licence",
+        "data_source": f"pseudonymised hospital chest CT with reports, data version {manifest.get('data_version', '')}",
+        "data_type": "nifti",
+        "image_classes": "single-channel CT in Hounsfield units, RAS+, resampled to the model grid",
+        "label_classes": {str(k): v for k, v in ORGANS.items()},
+        "pred_classes": list(ABNORMALITIES),
+        "eval_metrics": {
+            "macro_auroc": macro.get("auroc"),
+            "macro_auroc_ci": macro.get("auroc_ci"),
+            "macro_f1": macro.get("f1"),
+        },
+        "intended_use": INTENDED_USE,
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "hounsfield",
+                    "modality": "CT",
+                    "num_channels": 1,
+                    "spatial_shape": plan.get("size_xyz"),
+                    "spacing_mm": plan.get("spacing_xyz_mm"),
+                    "dtype": "float32",
+                    "value_range": plan.get("clip_hu"),
+                    "is_patch_data": False,
+                    "channel_def": {"0": "image"},
+                }
+            },
+            "outputs": {
+                "organs": {
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": len(ORGANS),
+                    "spatial_shape": plan.get("size_xyz"),
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {str(k): v for k, v in ORGANS.items()},
+                },
+                "anomaly_maps": {
+                    "type": "image",
+                    "format": "probabilities",
+                    "num_channels": len(ABNORMALITIES),
+                    "spatial_shape": plan.get("size_xyz"),
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {str(i): n for i, n in enumerate(ABNORMALITIES)},
+                },
+                "probabilities": {
+                    "type": "probabilities",
+                    "format": "classification",
+                    "num_channels": len(ABNORMALITIES),
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "channel_def": {str(i): n for i, n in enumerate(ABNORMALITIES)},
+                },
+            },
+        },
+    }

@@ -1,0 +1,172 @@
+"""Champion/challenger gate, registry versioning and the publish decision record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from exact_ct.dataset.grid import GridPlan
+from exact_ct.model.config import NetworkConfig, PoolingConfig
+from exact_ct.model.network import ExactNet
+from exact_ct.model.package import ModelPackage, save_package
+from exact_ct.publish.config import PublishConfig
+from exact_ct.publish.gate import gate
+from exact_ct.publish.pipeline import publish
+from exact_ct.publish.registry import Registry, bump, parse_version
+from exact_ct.schema import ABNORMALITIES
+
+CFG = PublishConfig(max_macro_drop=0.02, max_label_drop=0.05, rescore_champion=False)
+
+
+def _package(
+    folder: Path, seed: int, *, data_version: str = "d1", channels: tuple[int, ...] = (4, 8)
+) -> Path:
+    torch.manual_seed(seed)
+    net = NetworkConfig(channels=channels)
+    pkg = ModelPackage(
+        ExactNet(net),
+        net,
+        PoolingConfig(),
+        GridPlan((8.0, 8.0, 8.0), (16, 16, 16)),
+        version="0.1.0",
+        data_version=data_version,
+    )
+    return save_package(pkg, folder)
+
+
+def _metrics(path: Path, auroc: dict[str, float | None]) -> Path:
+    defined = [v for v in auroc.values() if v is not None]
+    m = {
+        "label_source": "truth",
+        "studies": {"val": 5, "test": 5},
+        "diagnosis": {
+            "per_abnormality": {n: {"auroc": auroc.get(n), "auroc_ci": None} for n in ABNORMALITIES},
+            "macro": {"auroc": sum(defined) / len(defined) if defined else None, "auroc_ci": None},
+        },
+    }
+    path.write_text(json.dumps(m))
+    return path
+
+
+BASE = {n: 0.8 for n in ABNORMALITIES[:4]}
+
+
+def test_gate_first_model_promote_and_reject() -> None:
+    first = gate(BASE, 0.8, None, None, max_macro_drop=0.02, max_label_drop=0.05)
+    assert first.promote and "first" in first.reason
+    small = {**BASE, ABNORMALITIES[0]: 0.76}  # label drop 0.04, macro drop 0.01: within tolerance
+    d = gate(small, 0.79, BASE, 0.8, max_macro_drop=0.02, max_label_drop=0.05)
+    assert d.promote and d.per_abnormality[ABNORMALITIES[0]]["delta"] == pytest.approx(-0.04)
+    label = {**BASE, ABNORMALITIES[1]: 0.7}  # one label drops 0.1
+    d = gate(label, 0.795, BASE, 0.8, max_macro_drop=0.02, max_label_drop=0.05)
+    assert not d.promote and len(d.failures) == 1 and ABNORMALITIES[1] in d.failures[0]
+    d = gate(BASE, 0.75, BASE, 0.8, max_macro_drop=0.02, max_label_drop=0.05)
+    assert not d.promote and "macro" in d.failures[0]
+    # an abnormality undefined for one model never decides
+    d = gate({**BASE, ABNORMALITIES[5]: 0.1}, 0.8, BASE, 0.8, max_macro_drop=0.02, max_label_drop=0.05)
+    assert d.promote and d.per_abnormality[ABNORMALITIES[5]]["delta"] is None
+
+
+def test_semver_helpers() -> None:
+    assert (
+        bump("0.1.0", "minor") == "0.2.0"
+        and bump("0.2.3", "patch") == "0.2.4"
+        and bump("0.2.3", "major") == "1.0.0"
+    )
+    with pytest.raises(ValueError):
+        parse_version("1.0")
+
+
+def test_publish_registers_versions_and_records_every_decision(tmp_path: Path) -> None:
+    reg_dir, out = tmp_path / "registry", tmp_path / "publish"
+    c1 = _package(tmp_path / "c1", 1)
+    d1 = publish(CFG, c1, _metrics(tmp_path / "m1.json", BASE), reg_dir, out)
+    assert d1["status"] == "first" and d1["version"] == "0.1.0"
+    reg = Registry(reg_dir)
+    assert reg.champion() == "0.1.0"
+    v = reg.path("0.1.0")
+    assert {p.name for p in v.iterdir()} == {
+        "weights.pt",
+        "package.json",
+        "model_card.md",
+        "metadata.json",
+        "metrics.json",
+    }
+    assert (v / "weights.pt").read_bytes() == (c1 / "weights.pt").read_bytes()
+    card = (v / "model_card.md").read_text()
+    for section in ("Intended use", "Limits", "Known failure modes", "Data version", "Parameters"):
+        assert section in card
+    meta = json.loads((v / "metadata.json").read_text())
+    assert (
+        meta["version"] == "0.1.0"
+        and meta["network_data_format"]["outputs"]["anomaly_maps"]["num_channels"] == 18
+    )
+    assert json.loads((out / "decision.json").read_text())["version"] == "0.1.0"
+
+    # the same weights again: nothing new is minted
+    again = publish(CFG, c1, _metrics(tmp_path / "m1b.json", BASE), reg_dir, out)
+    assert again["status"] == "unchanged" and reg.versions() == ["0.1.0"]
+
+    # same data, new weights, within tolerance -> patch bump
+    d2 = publish(
+        CFG,
+        _package(tmp_path / "c2", 2),
+        _metrics(tmp_path / "m2.json", {**BASE, ABNORMALITIES[0]: 0.79}),
+        reg_dir,
+        out,
+    )
+    assert d2["status"] == "promoted" and d2["version"] == "0.1.1" and reg.champion() == "0.1.1"
+
+    # new data version -> minor bump
+    d3 = publish(
+        CFG,
+        _package(tmp_path / "c3", 3, data_version="d2"),
+        _metrics(tmp_path / "m3.json", BASE),
+        reg_dir,
+        out,
+    )
+    assert d3["version"] == "0.2.0"
+
+    # a worse challenger is rejected, the champion stays, the differences are recorded
+    worse = {**BASE, ABNORMALITIES[2]: 0.6}
+    d4 = publish(
+        CFG,
+        _package(tmp_path / "c4", 4, data_version="d2"),
+        _metrics(tmp_path / "m4.json", worse),
+        reg_dir,
+        out,
+    )
+    assert d4["status"] == "rejected" and d4["version"] is None and reg.champion() == "0.2.0"
+    rec = json.loads((out / "decision.json").read_text())
+    assert rec["differences"]["auroc"][ABNORMALITIES[2]]["delta"] == pytest.approx(-0.2)
+    assert reg.versions() == ["0.1.0", "0.1.1", "0.2.0"]
+
+    # a different network -> major bump
+    d5 = publish(
+        CFG,
+        _package(tmp_path / "c5", 5, data_version="d2", channels=(4, 8, 16)),
+        _metrics(tmp_path / "m5.json", BASE),
+        reg_dir,
+        out,
+    )
+    assert d5["version"] == "1.0.0"
+    changelog = json.loads((reg.path("1.0.0") / "metadata.json").read_text())["changelog"]
+    assert list(changelog) == ["0.1.0", "0.1.1", "0.2.0", "1.0.0"]
+
+
+def test_publish_is_deterministic(tmp_path: Path) -> None:
+    pkg = _package(tmp_path / "c", 1)
+    m = _metrics(tmp_path / "m.json", BASE)
+    for name in ("a", "b"):
+        publish(CFG, pkg, m, tmp_path / name / "registry", tmp_path / name / "out")
+    for rel in (
+        "registry/registry.json",
+        "registry/champion.json",
+        "registry/0.1.0/model_card.md",
+        "registry/0.1.0/metadata.json",
+        "out/decision.json",
+    ):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
