@@ -23,14 +23,21 @@ class IntensityConfig:
     bone_hu_min: float = 200.0
     contrast_mean_hu_min: float = 400.0  # a dense component this bright is contrast blood, not bone
     fat_hu_max: float = -30.0
-    airway_radius_mm: float = 12.0  # opening radius that removes trachea / main bronchi from lung air
-    airway_max_area_mm2: float = 600.0  # median axial cross-section of trachea + main bronchi
-    pleura_shell_mm: float = 4.0
+    airway_area_mm2: tuple[float, float] = (40.0, 700.0)  # tracheal lumen section at the top of the scan
+    airway_branch_ratio: float = 2.5  # a section this many times the trachea's is lung, not bronchus
+    airway_min_length_mm: float = 30.0
+    airway_wall_hu: float = -150.0  # ring voxels darker than this are partly lumen: the wall is airway
+    lung_hole_max_mm2: float = 400.0  # in-slice holes up to this size inside the lung are vessels
+    pleura_shell_mm: float = 3.0  # at least one voxel of the working grid
     effusion_hu: tuple[float, float] = (-20.0, 35.0)  # transudate to exudate; muscle is denser
     effusion_max_mm: float = 60.0
     heart_core_mm: float = 15.0  # erosion radius that detaches the heart from the great vessels
     heart_min_ml: float = 30.0
     aorta_radius_mm: tuple[float, float] = (8.0, 20.0)
+    aorta_offset_mm: tuple[float, float] = (25.0, 5.0)  # expected centre: left of / in front of the spine
+    aorta_search_mm: float = 30.0  # how far from that point the descending aorta may be
+    aorta_step_mm: float = 8.0  # largest in-plane shift of the centre from one slice to the next
+    aorta_core_ratio: float = 0.6  # 3-D core of the tube (distance >= ratio x radius) links the arch
     esophagus_radius_mm: float = 8.0
 
 

@@ -12,15 +12,17 @@ from skimage.segmentation import watershed
 
 from exact_ct.io import spacing_from_affine
 from exact_ct.masks.config import IntensityConfig
-from exact_ct.masks.derive import mediastinum_region, pleura, thoracic_cage
 from exact_ct.masks.morph import (
-    SLICE_STRUCTURE,
     Spacing,
+    between,
+    between_lungs,
     block_mean,
+    components_touching,
     dilate_mm,
     downsample_factors,
     erode_mm,
     fill_holes_2d,
+    fill_small_holes_2d,
     inplane_distance,
     largest_component,
     upsample_labels,
@@ -31,6 +33,7 @@ LUNG_L, LUNG_R, AIRWAY, PLEURA = (ORGAN_IDS[n] for n in ("lung_left", "lung_righ
 HEART, AORTA, ESOPHAGUS, MEDIASTINUM, BODY = (
     ORGAN_IDS[n] for n in ("heart", "aorta", "esophagus", "mediastinum", "body")
 )
+_CROSS_2D = ndimage.generate_binary_structure(2, 1)
 
 
 def segment(hu: np.ndarray, affine: np.ndarray, cfg: IntensityConfig | None = None) -> np.ndarray:
@@ -41,7 +44,7 @@ def segment(hu: np.ndarray, affine: np.ndarray, cfg: IntensityConfig | None = No
     spacing_in = spacing_from_affine(affine)
     factors = downsample_factors(spacing_in, cfg.grid_mm)
     coarse = block_mean(np.asarray(hu), factors)
-    spacing = tuple(s * f for s, f in zip(spacing_in, factors, strict=True))
+    spacing = tuple(float(s * f) for s, f in zip(spacing_in, factors, strict=True))
     labels = segment_coarse(coarse, spacing, cfg)  # type: ignore[arg-type]
     return upsample_labels(labels, factors, hu.shape)
 
@@ -50,32 +53,27 @@ def segment_coarse(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np
     """All organs on the working grid; later organs never overwrite earlier, more certain ones."""
     body = _body(hu, spacing, cfg)
     air = body & (hu < cfg.lung_hu_max)
-    bone = _bone(hu, body, spacing, cfg)
-    airway, lung_air = _airway(air, body, spacing, cfg)
+    airway, lung_air = _airway(air, hu, body, spacing, cfg)
     lung_l, lung_r = _lungs(lung_air, hu, spacing, cfg)
     lungs = lung_l | lung_r
-    if lungs.any():
-        # The trachea is only airway where it lies between or above the lungs, not bowel gas below.
-        airway &= np.arange(hu.shape[2])[None, None, :] >= np.flatnonzero(lungs.any(axis=(0, 1)))[0]
-    region = mediastinum_region(lungs, body, bone) & ~airway
-    # Bone at the level of the lungs is the cage (ribs, spine, sternum) that bounds the pleural space.
-    cage = thoracic_cage(lungs, bone)
-    heart = _heart(hu, region, spacing, cfg)
-    aorta = _aorta(hu, region & ~heart, bone, spacing, cfg)
-    esophagus = _esophagus(hu, region & ~heart & ~aorta, bone, airway, spacing, cfg)
-    organs = airway | heart | aorta | esophagus
-    pleural = pleura(
-        lungs,
-        cage,
-        organs | bone | region,
-        spacing,
-        shell_mm=cfg.pleura_shell_mm,
-        hu=hu,
-        effusion_hu=cfg.effusion_hu,
-        effusion_max_mm=cfg.effusion_max_mm,
-    )
     labels = np.zeros(hu.shape, dtype=np.uint8)
     labels[body] = BODY
+    if not lungs.any():
+        labels[airway] = AIRWAY
+        return labels
+    # The trachea is only airway where it lies between or above the lungs, not bowel gas below.
+    airway &= np.arange(hu.shape[2])[None, None, :] >= np.flatnonzero(lungs.any(axis=(0, 1)))[0]
+    bone = _bone(hu, body, between(lung_l, lung_r, axis=0), spacing, cfg)
+    bone_filled = fill_holes_2d(bone)  # the spinal canal belongs to the spine, not the mediastinum
+    spine = _spine(bone, lungs)
+    region = mediastinal_space(lung_l, lung_r, body, spine, spacing) & ~bone_filled & ~airway
+    # Soft tissue and blood (with or without contrast); mediastinal fat and air are not.
+    tissue = region & (hu > cfg.fat_hu_max)
+    heart = _heart(tissue, lungs, spacing, cfg)
+    aorta = _aorta(tissue & ~heart, heart, spine, spacing, cfg)
+    esophagus = _esophagus(hu, region & ~heart & ~aorta, spine, airway, spacing, cfg)
+    organs = airway | heart | aorta | esophagus
+    pleural = _pleura(hu, lungs, body & ~region & ~organs & ~bone_filled, bone, spacing, cfg)
     labels[region & ~pleural] = MEDIASTINUM
     labels[pleural] = PLEURA
     labels[esophagus] = ESOPHAGUS
@@ -94,17 +92,19 @@ def _body(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
     of a tightly cropped scan also touch the border, but their median is well above -960 HU.
     """
     air = hu <= cfg.body_hu_min
-    labels, n = ndimage.label(air)
-    border = np.zeros(hu.shape, dtype=bool)
-    border[[0, -1], :, :] = True
-    border[:, [0, -1], :] = True
-    touching = np.unique(labels[border & air])
+    labels, _ = ndimage.label(air)
+    edge = np.concatenate(
+        [labels[[0, -1], :, :].ravel(), labels[:, [0, -1], :].ravel()]
+    )  # labels on the in-plane border
+    touching = np.unique(edge)
     touching = touching[touching > 0]
     outside = np.zeros(hu.shape, dtype=bool)
     if touching.size:
         # median <= gas_median_hu_max, computed as a share of dark voxels (much faster than a median)
         dark = np.asarray(ndimage.mean(hu <= cfg.gas_median_hu_max, labels, touching))
-        outside = np.isin(labels, touching[dark >= 0.5])
+        lut = np.zeros(labels.max() + 1, dtype=bool)
+        lut[touching[dark >= 0.5]] = True
+        outside = lut[labels]
     inside = ~outside
     # The opening cuts the thin contact between patient and table so that the table is its own component.
     opened = dilate_mm(erode_mm(inside & ~air, 4.0, spacing), 4.0, spacing) | (inside & air)
@@ -112,57 +112,103 @@ def _body(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
     return fill_holes_2d(body)
 
 
-def _bone(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
-    """Dense voxels, less large contrast-filled blood pools (their mean is above any bone's)."""
+def _bone(
+    hu: np.ndarray, body: np.ndarray, inner: np.ndarray, spacing: Spacing, cfg: IntensityConfig
+) -> np.ndarray:
+    """Dense voxels, less contrast-filled blood pools and calcifications.
+
+    A dense component is blood (or calcified plaque) rather than bone when its mean is above any bone's
+    at the working grid, or when it lies wholly inside ``inner`` (between the lungs): spine, sternum and
+    ribs always reach beyond that space.
+    """
     dense = body & (hu >= cfg.bone_hu_min)
     labels, n = ndimage.label(dense)
     if n == 0:
         return dense
     index = np.arange(1, n + 1)
-    ml = ndimage.sum_labels(dense, labels, index) * float(np.prod(spacing)) / 1000.0
+    count = ndimage.sum_labels(dense, labels, index)
+    ml = count * float(np.prod(spacing)) / 1000.0
     means = np.asarray(ndimage.mean(hu, labels, index))
-    blood = index[(ml >= 20.0) & (means >= cfg.contrast_mean_hu_min)]
-    return dense & ~np.isin(labels, blood)
+    share_inner = ndimage.sum_labels(inner, labels, index) / np.maximum(count, 1)
+    blood = np.zeros(n + 1, dtype=bool)
+    blood[index[((ml >= 20.0) & (means >= cfg.contrast_mean_hu_min)) | (share_inner >= 0.97)]] = True
+    return dense & ~blood[labels]
 
 
 def _airway(
-    air: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityConfig
+    air: np.ndarray, hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split internal air into airway (trachea + main bronchi) and the rest (lung candidates).
+    """Trachea and main bronchi, tracked down from the top of the scan; returns (airway, other air).
 
-    The trachea and main bronchi are thinner than ``airway_radius_mm``, so an opening of all internal air
-    removes them while the lungs survive; among the removed thin parts the airway is the component
-    nearest the body's midline that reaches highest, and it must be tube-like (not a lung rim).
+    In the highest slices the trachea is a small, round air section near the body's midline. It is
+    followed slice by slice downwards: every air section overlapping the airway of the slice above is
+    airway while it stays small (trachea, then the two main bronchi after the carina); a section much
+    larger than the trachea is lung, where a main bronchus ends (only its overlap is kept). The tube's
+    wall (soft tissue around the lumen) is added as the ring of partial-volume voxels darker than
+    ``airway_wall_hu``. Only the coarse slices are looped over (a few hundred small 2-D labelings).
     """
+    out = np.zeros_like(air)
     if not air.any():
-        return np.zeros_like(air), air
-    core = erode_mm(air, cfg.airway_radius_mm, spacing)
-    opened = dilate_mm(core, cfg.airway_radius_mm, spacing) & air
-    thin = air & ~opened
-    labels, n = ndimage.label(thin)
-    if n == 0:
-        return np.zeros_like(air), air
+        return out, air
+    px_mm2 = spacing[0] * spacing[1]
     xs = np.flatnonzero(body.any(axis=(1, 2)))
     x_mid, width = 0.5 * (xs[0] + xs[-1]), max(xs[-1] - xs[0], 1)
-    best, best_top = 0, -1
-    index = np.arange(1, n + 1)
-    centroids = ndimage.center_of_mass(thin, labels, index)
-    sizes = ndimage.sum_labels(thin, labels, index)
-    for lab, (cx, _cy, _cz), size in zip(index, centroids, sizes, strict=True):
-        if abs(cx - x_mid) > 0.15 * width or size * np.prod(spacing) < 1000.0:  # < 1 ml: noise
+    lo_a, hi_a = cfg.airway_area_mm2
+    nz = air.shape[2]
+    top = int(np.flatnonzero(air.any(axis=(0, 1)))[-1])
+    seed_z, seed = -1, None
+    # The seed must be found in the upper part of the scan: lower down, air near the midline is bowel.
+    for z in range(top, max(top - int(80.0 / spacing[2]), -1), -1):
+        lab, n = ndimage.label(air[:, :, z], structure=_CROSS_2D)
+        if n == 0:
             continue
-        zs = np.flatnonzero((labels == lab).any(axis=(0, 1)))
-        # A trachea spans several cm in z with a small cross-section.
-        extent_mm = (zs[-1] - zs[0] + 1) * spacing[2]
-        areas = (labels == lab).sum(axis=(0, 1))[zs] * spacing[0] * spacing[1]
-        if extent_mm < 30.0 or np.median(areas) > cfg.airway_max_area_mm2:
-            continue
-        if zs[-1] > best_top:
-            best, best_top = int(lab), int(zs[-1])
-    if best == 0:
+        idx = np.arange(1, n + 1)
+        area = ndimage.sum_labels(np.ones_like(lab), lab, idx) * px_mm2
+        cx = np.array([c[0] for c in ndimage.center_of_mass(lab > 0, lab, idx)])
+        ok = (area >= lo_a) & (area <= hi_a) & (np.abs(cx - x_mid) < 0.12 * width)
+        if ok.any():
+            best = idx[ok][np.argmax(area[ok])]
+            seed_z, seed = z, lab == best
+            break
+    if seed is None:
+        return out, air
+    seed_area = float(seed.sum()) * px_mm2
+    limit = max(cfg.airway_branch_ratio * seed_area, lo_a)
+    prev = seed
+    out[:, :, seed_z] = seed
+    # Upwards (neck above the first good section), then downwards to the main bronchi.
+    for step in (1, -1):
+        prev = seed
+        z = seed_z + step
+        while 0 <= z < nz and prev.any():
+            lab, n = ndimage.label(air[:, :, z], structure=_CROSS_2D)
+            grown = ndimage.binary_dilation(prev, structure=_CROSS_2D)
+            hit = np.unique(lab[grown])
+            hit = hit[hit > 0]
+            nxt = np.zeros_like(prev)
+            for k in hit:
+                comp = lab == k
+                if comp.sum() * px_mm2 <= limit:
+                    nxt |= comp
+                else:  # a lung: the bronchus ends here
+                    out[:, :, z] |= comp & grown
+            out[:, :, z] |= nxt
+            prev = nxt
+            z += step
+    zs = np.flatnonzero(out.any(axis=(0, 1)))
+    if (zs[-1] - zs[0] + 1) * spacing[2] < cfg.airway_min_length_mm:
         return np.zeros_like(air), air
-    airway = labels == best
-    return airway, air & ~airway
+    lumen = out
+    # The wall: in-plane neighbours of the lumen that are partly air (partial volume of lumen and wall).
+    ring = ndimage.binary_dilation(lumen, structure=_slice_cross()) & ~lumen & (hu < cfg.airway_wall_hu)
+    lumen_all = lumen | (ring & ~air)
+    return lumen_all, air & ~lumen_all
+
+
+def _slice_cross() -> np.ndarray:
+    s = np.zeros((3, 3, 3), dtype=bool)
+    s[:, :, 1] = _CROSS_2D
+    return s
 
 
 def _lungs(
@@ -176,122 +222,293 @@ def _lungs(
     voxel_ml = float(np.prod(spacing)) / 1000.0
     sizes = ndimage.sum_labels(lung_air, labels, index) * voxel_ml
     dark = np.asarray(ndimage.mean(hu <= cfg.gas_median_hu_max, labels, index))  # median test
-    keep = index[(sizes >= cfg.min_lung_ml) & (dark < 0.5)]
-    lungs = np.isin(labels, keep)
-    # Vessels inside the lung are lung too: fill in-slice holes of the aerated mask.
-    lungs = fill_holes_2d(lungs)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[index[(sizes >= cfg.min_lung_ml) & (dark < 0.5)]] = True
+    lungs = keep[labels]
+    # Vessels inside the lung are lung too: fill small in-slice holes (never the mediastinum between them).
+    lungs = fill_small_holes_2d(lungs, cfg.lung_hole_max_mm2 / (spacing[0] * spacing[1]))
     if not lungs.any():
         return lungs, lungs.copy()
     xs = np.flatnonzero(lungs.any(axis=(1, 2)))
     x_mid = 0.5 * (xs[0] + xs[-1])
     span = xs[-1] - xs[0]
     x = np.arange(lungs.shape[0])[:, None, None]
-    # Seeds far from the midline; the watershed on the distance map follows the narrowest junction, so
-    # lungs that touch at the anterior junction line are split there and not at an arbitrary plane.
-    markers = np.zeros(lungs.shape, dtype=np.int32)
-    markers[lungs & (x < x_mid - 0.2 * span)] = LUNG_L  # RAS+: patient's left has the smaller x
-    markers[lungs & (x > x_mid + 0.2 * span)] = LUNG_R
-    dist = ndimage.distance_transform_edt(lungs, sampling=spacing)
-    split = watershed(-dist, markers, mask=lungs)
-    # Components without a seed (small, central) go to the side of their centroid.
-    rest = lungs & (split == 0)
-    split[rest & (x < x_mid)] = LUNG_L
-    split[rest & (x >= x_mid)] = LUNG_R
-    return split == LUNG_L, split == LUNG_R
+    comp, m = ndimage.label(lungs)
+    left = np.zeros_like(lungs)
+    right = np.zeros_like(lungs)
+    for k, sl in enumerate(ndimage.find_objects(comp), start=1):
+        piece = comp[sl] == k
+        lo, hi = sl[0].start, sl[0].stop - 1
+        if lo < x_mid - 0.2 * span and hi > x_mid + 0.2 * span:
+            # Both lungs in one component (they touch at the anterior junction line): seeds far from the
+            # midline, and a watershed on the distance map splits at the narrowest neck.
+            xx = x[sl[0]]
+            markers = np.zeros(piece.shape, dtype=np.int32)
+            markers[piece & (xx < x_mid - 0.2 * span)] = 1  # RAS+: patient's left has the smaller x
+            markers[piece & (xx > x_mid + 0.2 * span)] = 2
+            dist = ndimage.distance_transform_edt(piece, sampling=spacing)
+            split = watershed(-dist, markers, mask=piece)
+            left[sl] |= split == 1
+            right[sl] |= split == 2
+        else:
+            centre = 0.5 * (lo + hi)
+            (left if centre < x_mid else right)[sl] |= piece
+    return left, right
 
 
-def _heart(hu: np.ndarray, region: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
-    """Largest thick soft-tissue mass between the lungs (fat, air and bone excluded).
+def mediastinal_space(
+    lung_l: np.ndarray, lung_r: np.ndarray, body: np.ndarray, spine: np.ndarray, spacing: Spacing
+) -> np.ndarray:
+    """The space between the lungs, above the diaphragm: where heart, great vessels and esophagus lie.
+
+    Per axial row, what lies right of the left lung and left of the right lung (a 3-D op). Behind the
+    front of the vertebral body only the part within ``25 mm`` of the spine's midline counts: lateral to
+    it are the paravertebral gutters, lung and pleural space (where dependent effusions lie). Below the
+    lungs' medial bases that space would take the liver dome; the diaphragm is estimated per (x, y)
+    column as the lowest lung voxel, smoothly interpolated under the heart where no lung lies.
+    """
+    lungs = lung_l | lung_r
+    space = between(lung_l, lung_r, axis=0) & body & ~lungs
+    floor = _diaphragm(lungs, spacing)
+    z = np.arange(lungs.shape[2], dtype=np.float32)[None, None, :]
+    space &= z >= floor[:, :, None]
+    has, x_c, y_f = _front_of_spine(spine, spacing)
+    if has.any():
+        x = np.arange(lungs.shape[0])[:, None, None] * spacing[0]
+        y = np.arange(lungs.shape[1])[None, :, None] * spacing[1]
+        xc = np.where(has, x_c, np.nanmedian(x_c))[None, None, :] * spacing[0]
+        yf = np.where(has, y_f, np.nanmedian(y_f))[None, None, :] * spacing[1]
+        space &= ~((y < yf) & (np.abs(x - xc) > 25.0))
+    return space
+
+
+def _diaphragm(lungs: np.ndarray, spacing: Spacing, reach_mm: float = 60.0) -> np.ndarray:
+    """Per (x, y) column, the z index of the diaphragm under the space between the lungs.
+
+    The lowest lung voxel of a column is the diaphragm only where lung reaches down to it; over the heart
+    the upper lobes overhang and the column's lowest lung lies above the heart. Along each row (same
+    antero-posterior level) the lowest lung within ``reach_mm`` left or right (the lung lateral to the
+    heart goes down to the dome) is the floor; taking the row minimum keeps the whole heart above it.
+    """
+    has = lungs.any(axis=2)
+    nz = lungs.shape[2]
+    lowest = np.where(has, np.argmax(lungs, axis=2), nz).astype(np.float32)
+    k = max(1, int(round(reach_mm / spacing[0])))
+    return ndimage.minimum_filter1d(lowest, size=2 * k + 1, axis=0, mode="nearest")
+
+
+def _heart(tissue: np.ndarray, lungs: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
+    """Largest thick soft-tissue mass between the lungs with lung on both sides of it.
 
     An erosion of ``heart_core_mm`` leaves only structures thicker than the great vessels; the largest
-    such core is the heart, which is then grown back within soft tissue.
+    core that has lung to its left and to its right (so never the liver dome below the lungs) is the
+    heart, grown back within soft tissue (an opening restricted to that core).
     """
-    tissue = region & (hu > cfg.fat_hu_max) & (hu < cfg.bone_hu_min * 3)
+    empty = np.zeros_like(tissue)
     core = erode_mm(tissue, cfg.heart_core_mm, spacing)
     if not core.any():
-        return np.zeros_like(region)
-    core = largest_component(core)
+        return empty
+    labels, n = ndimage.label(core)
+    index = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(core, labels, index)
+    # lung on both sides at the core's level: its x range lies inside the lungs' x range on that level
+    ok = np.zeros(n + 1, dtype=bool)
+    for k, sl in zip(index, ndimage.find_objects(labels), strict=True):
+        lz = lungs[:, :, sl[2]]
+        lx = np.flatnonzero(lz.any(axis=(1, 2)))
+        if lx.size and lx[0] < sl[0].start and lx[-1] >= sl[0].stop:
+            ok[k] = True
+    if not ok.any():
+        return empty
+    best = index[ok[1:]][np.argmax(sizes[ok[1:]])]
+    core = labels == best
     if core.sum() * np.prod(spacing) / 1000.0 < 1.0:
-        return np.zeros_like(region)
-    heart = dilate_mm(core, cfg.heart_core_mm, spacing) & tissue
+        return empty
+    heart = dilate_mm(core, cfg.heart_core_mm + max(spacing) * 0.5, spacing) & tissue
     heart = largest_component(heart)
     if heart.sum() * np.prod(spacing) / 1000.0 < cfg.heart_min_ml:
-        return np.zeros_like(region)
+        return empty
     return fill_holes_2d(heart)
 
 
-def _aorta(
-    hu: np.ndarray, region: np.ndarray, bone: np.ndarray, spacing: Spacing, cfg: IntensityConfig
-) -> np.ndarray:
-    """Round cross-sections of aortic calibre, linked in z; the longest tube is the aorta.
+def _spine(bone: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """The vertebral column: the bone component with the greatest z extent at the lungs' level."""
+    zs = lungs.any(axis=(0, 1))
+    cand = bone & zs[None, None, :]
+    labels, n = ndimage.label(cand)
+    if n == 0:
+        return cand
+    extent = np.array([sl[2].stop - sl[2].start for sl in ndimage.find_objects(labels)])
+    sizes = ndimage.sum_labels(cand, labels, np.arange(1, n + 1))
+    best = np.lexsort((sizes, extent))[-1] + 1
+    return labels == best
 
-    In each axial slice the (descending) aorta is a near-circular soft-tissue or contrast disc of 8-20 mm
-    radius surrounded by fat or lung. A slice component is round when its area is at least 60% of the
-    disc given by its largest in-plane distance to the outside. Round components are linked across
-    slices; the tube with the longest z extent is kept, together with any other round tube at least
-    60 mm long (the ascending aorta where fat separates it from the pulmonary trunk).
+
+def _front_of_spine(spine: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slice: whether the spine is there, its x centre (index) and the y index of its anterior edge."""
+    has = spine.any(axis=(0, 1))
+    nz = spine.shape[2]
+    x_c = np.full(nz, np.nan)
+    y_f = np.full(nz, np.nan)
+    for z in np.flatnonzero(has):
+        sx, sy = np.nonzero(spine[:, :, z])
+        xm = np.median(sx)
+        near = np.abs(sx - xm) * spacing[0] < 15.0
+        ys = sy[near] if near.any() else sy
+        # vertebral body only: within 60 mm of the most posterior bone (never the sternum)
+        ys = ys[ys * spacing[1] < ys.min() * spacing[1] + 60.0]
+        x_c[z], y_f[z] = xm, ys.max()
+    return has, x_c, y_f
+
+
+def _aorta(
+    tissue: np.ndarray, heart: np.ndarray, spine: np.ndarray, spacing: Spacing, cfg: IntensityConfig
+) -> np.ndarray:
+    """The aorta: descending part tracked as a round section beside the spine, arch and ascending part grown.
+
+    In each axial slice the descending aorta is a round soft-tissue (or contrast) section of 8-20 mm
+    radius left-anterior of the vertebral body; the in-plane distance map's local maxima are its
+    centres. They are tracked up and down from the level of the heart (or of the lungs' middle),
+    following the nearest maximum of similar radius. The thick core of that tube (3-D distance at least
+    ``aorta_core_ratio`` times its radius) is then followed as a 3-D component, which takes the arch and
+    the ascending aorta down to the heart, and grown back to the tube's radius.
     """
-    tissue = region & (hu > cfg.fat_hu_max) & ~bone
-    if not tissue.any():
-        return np.zeros_like(region)
+    empty = np.zeros_like(tissue)
+    if not tissue.any() or not spine.any():
+        return empty
     r_min, r_max = cfg.aorta_radius_mm
-    d = inplane_distance(tissue, spacing)
-    labels, n = ndimage.label(tissue, structure=SLICE_STRUCTURE)
-    index = np.arange(1, n + 1)
-    area = ndimage.sum_labels(tissue, labels, index) * spacing[0] * spacing[1]
-    radius = np.asarray(ndimage.maximum(d, labels, index))
-    round_ = (radius >= r_min) & (radius <= r_max) & (area >= 0.6 * np.pi * radius**2)
-    tubes, m = ndimage.label(np.isin(labels, index[round_]))
-    if m == 0:
-        return np.zeros_like(region)
-    extents = np.array([(sl[2].stop - sl[2].start) * spacing[2] for sl in ndimage.find_objects(tubes)])
-    if extents.max() < 30.0:
-        return np.zeros_like(region)
-    keep = np.flatnonzero((extents == extents.max()) | (extents >= 60.0)) + 1
-    return np.isin(tubes, keep)
+    d2 = inplane_distance(tissue, spacing)
+    peaks = (d2 >= r_min) & (d2 <= r_max) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    has, x_c, y_f = _front_of_spine(spine, spacing)
+    zs = np.flatnonzero(has & peaks.any(axis=(0, 1)))
+    if zs.size == 0:
+        return empty
+    if heart.any():
+        hz = np.flatnonzero(heart.any(axis=(0, 1)))
+        z0 = int(np.clip(hz[-1] - (hz[-1] - hz[0]) // 3, zs[0], zs[-1]))
+    else:
+        z0 = int(np.median(zs))
+    z0 = int(zs[np.argmin(np.abs(zs - z0))])
+    # expected centre: left of (smaller x than) the vertebral body, level with its front
+    ex = x_c[z0] - cfg.aorta_offset_mm[0] / spacing[0]
+    ey = y_f[z0] + cfg.aorta_offset_mm[1] / spacing[1]
+    px, py = np.nonzero(peaks[:, :, z0])
+    dist = np.hypot((px - ex) * spacing[0], (py - ey) * spacing[1])
+    if dist.min() > cfg.aorta_search_mm:
+        return empty
+    i = int(np.argmin(dist))
+    chain = {z0: (int(px[i]), int(py[i]), float(d2[px[i], py[i], z0]))}
+    step_mm = cfg.aorta_step_mm
+    for direction in (1, -1):
+        cx, cy, r = chain[z0]
+        z = z0 + direction
+        while 0 <= z < tissue.shape[2]:
+            px, py = np.nonzero(peaks[:, :, z])
+            if px.size == 0:
+                break
+            dd = np.hypot((px - cx) * spacing[0], (py - cy) * spacing[1])
+            rr = d2[px, py, z]
+            ok = (dd <= step_mm) & (rr >= 0.6 * r) & (rr <= 1.6 * r)
+            if not ok.any():
+                break
+            j = int(np.flatnonzero(ok)[np.argmin(dd[ok])])
+            cx, cy, r = int(px[j]), int(py[j]), float(rr[j])
+            chain[z] = (cx, cy, r)
+            z += direction
+    if len(chain) * spacing[2] < 30.0:
+        return empty
+    radius = float(np.median([c[2] for c in chain.values()]))
+    seeds = np.zeros_like(tissue)
+    for z, (cx, cy, _) in chain.items():
+        seeds[cx, cy, z] = True
+    # Thick core of the tube, connected to the tracked centres: arch and ascending aorta come with it.
+    core_r = cfg.aorta_core_ratio * radius
+    d3 = ndimage.distance_transform_edt(tissue, sampling=spacing)
+    core = components_touching(d3 >= core_r, seeds)
+    tube = (dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & tissue) | _discs(chain, d2, spacing)
+    return tube & tissue
+
+
+def _discs(chain: dict[int, tuple[int, int, float]], d2: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """Union of the tracked in-plane discs (centre and in-plane radius per slice)."""
+    out = np.zeros(d2.shape, dtype=bool)
+    gx = np.arange(d2.shape[0])[:, None] * spacing[0]
+    gy = np.arange(d2.shape[1])[None, :] * spacing[1]
+    for z, (cx, cy, r) in chain.items():
+        rr = r + 0.5 * max(spacing[0], spacing[1])
+        out[:, :, z] = (gx - cx * spacing[0]) ** 2 + (gy - cy * spacing[1]) ** 2 <= rr * rr
+    return out
 
 
 def _esophagus(
     hu: np.ndarray,
     region: np.ndarray,
-    bone: np.ndarray,
+    spine: np.ndarray,
     airway: np.ndarray,
     spacing: Spacing,
     cfg: IntensityConfig,
 ) -> np.ndarray:
-    """Tube just in front of the spine near the midline: a disc of ``esophagus_radius_mm`` per slice.
+    """Tube in front of the spine, behind the trachea: a disc of ``esophagus_radius_mm`` per slice.
 
     Its centre in each slice is the non-fat voxel (soft tissue or luminal air) of the mediastinal region
-    closest to a point ``radius + 4 mm`` in front of the vertebral body; this is a shape prior, not a
-    segmentation of its wall.
+    closest to the expected position: behind the trachea where there is one, else ``radius + 4 mm`` in
+    front of the vertebral body, following the centre of the slice above (it drifts left towards the
+    hiatus). A shape prior, not a segmentation of its wall.
     """
     out = np.zeros_like(region)
     cand = region & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
-    if not cand.any() or not bone.any():
+    if not cand.any() or not spine.any():
         return out
-    spine = largest_component(bone)
+    has, x_c, y_f = _front_of_spine(spine, spacing)
     r = cfg.esophagus_radius_mm
     gx = np.arange(region.shape[0])[:, None] * spacing[0]
     gy = np.arange(region.shape[1])[None, :] * spacing[1]
-    for z in np.flatnonzero(cand.any(axis=(0, 1)) & spine.any(axis=(0, 1))):
-        sx, sy = np.nonzero(spine[:, :, z])
-        x_mid = np.median(sx) * spacing[0]
-        # Anterior edge of the vertebral body (RAS+: +y is anterior): bone near the midline within
-        # 60 mm of the most posterior bone, so that the sternum is never taken for the spine.
-        near = np.abs(sx * spacing[0] - x_mid) < 15.0
-        ys = sy[near] * spacing[1] if near.any() else sy * spacing[1]
-        front = ys[ys < ys.min() + 60.0].max()
+    prev: tuple[float, float] | None = None
+    for z in np.flatnonzero(cand.any(axis=(0, 1)) & has)[::-1]:
+        ex, ey = x_c[z] * spacing[0], y_f[z] * spacing[1] + r + 4.0
+        if prev is not None:
+            ex, ey = 0.5 * (ex + prev[0]), 0.5 * (ey + prev[1])
         cx, cy = np.nonzero(cand[:, :, z])
-        d2 = (cx * spacing[0] - x_mid) ** 2 + (cy * spacing[1] - front - r - 4.0) ** 2
+        d2 = (cx * spacing[0] - ex) ** 2 + (cy * spacing[1] - ey) ** 2
         i = int(np.argmin(d2))
-        if d2[i] > (3 * r) ** 2:
+        if d2[i] > (2 * r) ** 2:
             continue
-        disc = (gx - cx[i] * spacing[0]) ** 2 + (gy - cy[i] * spacing[1]) ** 2 <= r * r
-        out[:, :, z] = disc & cand[:, :, z]
+        px, py = cx[i] * spacing[0], cy[i] * spacing[1]
+        disc = (gx - px) ** 2 + (gy - py) ** 2 <= r * r
+        sl = disc & cand[:, :, z]
+        if sl.any():
+            sx, sy = np.nonzero(sl)
+            prev = (float(sx.mean() * spacing[0]), float(sy.mean() * spacing[1]))
+        out[:, :, z] = sl
     return out
 
 
-def _dilate_inplane(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
-    if not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=(spacing[0], spacing[1], 1e6)) <= radius_mm
+def _pleura(
+    hu: np.ndarray,
+    lungs: np.ndarray,
+    allowed: np.ndarray,
+    bone: np.ndarray,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+) -> np.ndarray:
+    """Pleural space: a one-voxel shell (>= ``pleura_shell_mm``) outside the lungs against chest wall and
+    diaphragm, plus fluid-density voxels (effusion) connected to it within ``effusion_max_mm`` of a lung.
+
+    ``allowed`` excludes the mediastinum and the other organs, so the shell only lines the costal and
+    diaphragmatic surfaces. Fluid is judged on a 3x3x3 mean (noise) and must lie inside the rib cage.
+    """
+    d_xy = max(cfg.pleura_shell_mm, 1.05 * max(spacing[0], spacing[1]))
+    d_z = max(cfg.pleura_shell_mm, 1.05 * spacing[2])
+    scaled = (spacing[0] / d_xy, spacing[1] / d_xy, spacing[2] / d_z)
+    if all(s > 1.0 / np.sqrt(2) for s in scaled):
+        # one voxel in every direction: a face-connected dilation is the same set, and much faster
+        near = ndimage.binary_dilation(lungs)
+    else:
+        near = ndimage.distance_transform_edt(~lungs, sampling=scaled) <= 1.0
+    shell = near & ~lungs & allowed
+    lo, hi = cfg.effusion_hu
+    smooth = ndimage.uniform_filter(hu, size=3)
+    cage = between_lungs(lungs | (bone & lungs.any(axis=(0, 1))[None, None, :]))
+    reach = dilate_mm(lungs, cfg.effusion_max_mm, spacing)
+    fluid = allowed & cage & reach & (smooth >= lo) & (smooth <= hi) & ~lungs
+    return shell | components_touching(fluid | shell, shell)

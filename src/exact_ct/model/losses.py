@@ -39,7 +39,9 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.uncertain not in UNCERTAIN_POLICIES:
-            raise ValueError(f"loss.uncertain {self.uncertain!r} unknown; expected one of {UNCERTAIN_POLICIES}")
+            raise ValueError(
+                f"loss.uncertain {self.uncertain!r} unknown; expected one of {UNCERTAIN_POLICIES}"
+            )
 
 
 def pos_weight_from_labels(labels: np.ndarray, valid: np.ndarray, cap: float = 20.0) -> np.ndarray:

@@ -66,7 +66,8 @@ class ExactNet(nn.Module):
         ano = list(cfg.anomaly_channels or cfg.channels)
         n = len(enc)
         self.encoder = nn.ModuleList(
-            [_block(cfg, in_channels, enc[0])] + [_block(cfg, enc[i - 1], enc[i], strides=2) for i in range(1, n)]
+            [_block(cfg, in_channels, enc[0])]
+            + [_block(cfg, enc[i - 1], enc[i], strides=2) for i in range(1, n)]
         )
         # Organ decoder: level i (from n-2 down to 0) upsamples level i+1 and fuses the encoder skip.
         self.organ_up = nn.ModuleList([_up(enc[i + 1], enc[i]) for i in range(n - 1)])

@@ -15,9 +15,7 @@ from torch import nn
 from exact_ct.schema import ABNORMALITIES, NUM_ORGAN_CLASSES, organ_regions
 
 
-def region_matrix(
-    regions: Mapping[str, Sequence[int]] | None = None, confine: bool = True
-) -> torch.Tensor:
+def region_matrix(regions: Mapping[str, Sequence[int]] | None = None, confine: bool = True) -> torch.Tensor:
     """(18, 10) 0/1 matrix: row a has a 1 for every organ id of abnormality a's region.
 
     ``confine=False`` gives every abnormality the whole volume (all 10 classes, background included):
@@ -76,9 +74,7 @@ class OrganConfinedMILPool(nn.Module):
     map grid when finer, e.g. for the half-resolution maps).
     """
 
-    def __init__(
-        self, regions: Mapping[str, Sequence[int]] | None = None, confine: bool = True
-    ) -> None:
+    def __init__(self, regions: Mapping[str, Sequence[int]] | None = None, confine: bool = True) -> None:
         super().__init__()
         self.confine = confine
         self.register_buffer("matrix", region_matrix(regions, confine), persistent=False)

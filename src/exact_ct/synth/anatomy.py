@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from exact_ct.synth.shapes import Point, Space, ellipsoid, segment, smooth_noise
 
@@ -353,21 +354,15 @@ def build_anatomy(
     )
     hu[fissure] += 60.0
 
-    # pleura: a thin shell along the costal and diaphragmatic surfaces of each lung
+    # pleura: a thin shell (one voxel, >= 3 mm) just outside each lung along its costal and diaphragmatic
+    # surfaces: the lungs reach the chest wall as TotalSegmentator's do, and the shell is the parietal
+    # pleura / endothoracic layer, soft tissue, where an effusion would lie. The mediastinal surface is
+    # mediastinum, not pleura.
     d_p = max(3.0, 1.05 * max(space.spacing[0], space.spacing[1]))
     d_pz = max(3.0, 1.05 * space.spacing[2])
-    inner = (
-        _superellipse(
-            X,
-            Y,
-            np.maximum(a_c * taper_safe - d_p, 1.0),
-            np.maximum(b_c * taper_safe - d_p, 1.0),
-            yc=y_c,
-            p=2.1,
-        )
-        <= 1
-    )
-    pleura = lungs & (~inner | (Z - z_d < d_pz))
+    scaled = tuple(s / d for s, d in zip(space.spacing, (d_p, d_p, d_pz), strict=True))
+    near_lung = ndimage.distance_transform_edt(~lungs, sampling=scaled) <= 1.0
+    pleura = near_lung & ~lungs & body & np.isin(organs, (BODY,)) & ~vertebra & ~canal
     organs[pleura] = PLEURA
     hu[pleura] = 0.6 * hu[pleura] + 0.4 * 20.0
 
