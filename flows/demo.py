@@ -38,14 +38,27 @@ def synthesise(batch: str, studies: int, seed: int) -> Path | None:
     truth = REPO / "data" / "synth" / batch
     inbox = REPO / "data" / "inbox" / batch
     shutil.rmtree(work, ignore_errors=True)
-    cmd = [str(Path(sys.executable).with_name("exact")), "synth", "--studies", str(studies), "--out", str(work),
-           "--seed", str(seed), "--batch", batch]
+    cmd = [
+        str(Path(sys.executable).with_name("exact")),
+        "synth",
+        "--studies",
+        str(studies),
+        "--out",
+        str(work),
+        "--seed",
+        str(seed),
+        "--batch",
+        batch,
+    ]
     subprocess.run(cmd, cwd=REPO, check=True)
     shutil.rmtree(truth, ignore_errors=True)
     truth.mkdir(parents=True)
     shutil.move(str(work / "truth"), str(truth / "truth"))
-    subprocess.run([str(Path(sys.executable).with_name("dvc")), "add", "--quiet", str(truth.relative_to(REPO))],
-                   cwd=REPO, check=True)
+    subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), "add", "--quiet", str(truth.relative_to(REPO))],
+        cwd=REPO,
+        check=True,
+    )
     # The hospital copies its export into the inbox and writes the marker last: a rename is atomic.
     shutil.rmtree(inbox, ignore_errors=True)
     inbox.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +77,10 @@ def main() -> int:
         synthesise(batch, studies, seed + i)
         result = retrain(repo=str(REPO), push=True)
         for stage in result.get("stages", []):
-            print(f"  {stage['stage']:<15} ran {len(stage['ran']):>2}  skipped {len(stage['skipped']):>2}"
-                  f"  ({stage['seconds']:.0f} s)")
+            print(
+                f"  {stage['stage']:<15} ran {len(stage['ran']):>2}  skipped {len(stage['skipped']):>2}"
+                f"  ({stage['seconds']:.0f} s)"
+            )
         print(f"  -> {result['status']}", flush=True)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s. Where to look:")
     print("  reports/              per-stage summaries, metrics, plots")

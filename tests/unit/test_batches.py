@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exact_ct.batches import COMPLETE_MARKER, DropError, add_batch_to_params, find_complete_drops, register_drop
+from exact_ct.batches import (
+    COMPLETE_MARKER,
+    DropError,
+    add_batch_to_params,
+    find_complete_drops,
+    register_drop,
+)
 
 
 def _drop(root: Path, name: str, complete: bool = True) -> Path:
@@ -23,7 +29,9 @@ def _drop(root: Path, name: str, complete: bool = True) -> Path:
 def _repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "params.yaml").write_text("# top comment\nseed: 1\nbatches: []  # registered batches\ningest:\n  workers: 2\n")
+    (repo / "params.yaml").write_text(
+        "# top comment\nseed: 1\nbatches: []  # registered batches\ningest:\n  workers: 2\n"
+    )
     return repo
 
 

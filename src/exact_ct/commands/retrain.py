@@ -9,7 +9,9 @@ from pathlib import Path
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inbox", type=Path, default=None, help="drops folder (default: <repo>/data/inbox)")
-    p.add_argument("--repo", type=Path, default=Path("."), help="project checkout (default: current directory)")
+    p.add_argument(
+        "--repo", type=Path, default=Path("."), help="project checkout (default: current directory)"
+    )
     p.add_argument("--no-push", action="store_true", help="skip `dvc push` at the end")
 
 
@@ -27,7 +29,8 @@ def import_flows(repo: Path):
 
 def run(args: argparse.Namespace) -> int:
     module = import_flows(args.repo)
-    result = module.retrain(repo=str(args.repo.resolve()), inbox=str(args.inbox) if args.inbox else None,
-                            push=not args.no_push)
+    result = module.retrain(
+        repo=str(args.repo.resolve()), inbox=str(args.inbox) if args.inbox else None, push=not args.no_push
+    )
     print(f"retrain: {result['status']}; new batches: {', '.join(result['batches']) or 'none'}")
     return 0

@@ -9,7 +9,9 @@ from pathlib import Path
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cron", default="0 2 * * *", help='cron schedule (default "0 2 * * *": 02:00 daily)')
     p.add_argument("--inbox", type=Path, default=None, help="drops folder (default: <repo>/data/inbox)")
-    p.add_argument("--repo", type=Path, default=Path("."), help="project checkout (default: current directory)")
+    p.add_argument(
+        "--repo", type=Path, default=Path("."), help="project checkout (default: current directory)"
+    )
     p.add_argument("--name", default="exact-retrain", help="deployment name shown in the Prefect UI")
 
 

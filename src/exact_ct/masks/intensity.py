@@ -6,6 +6,8 @@ input grid by nearest neighbour. Each organ's method and its limits are document
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
@@ -65,13 +67,20 @@ def segment_coarse(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np
     airway &= np.arange(hu.shape[2])[None, None, :] >= np.flatnonzero(lungs.any(axis=(0, 1)))[0]
     bone = _bone(hu, body, between(lung_l, lung_r, axis=0), spacing, cfg)
     bone_filled = fill_holes_2d(bone)  # the spinal canal belongs to the spine, not the mediastinum
-    spine = _spine(bone, lungs)
+    spine = _front_of_spine(_spine(bone, lungs), spacing)
     region = mediastinal_space(lung_l, lung_r, body, spine, spacing) & ~bone_filled & ~airway
-    # Soft tissue and blood (with or without contrast); mediastinal fat and air are not.
-    tissue = region & (hu > cfg.fat_hu_max)
-    heart = _heart(tissue, lungs, spacing, cfg)
-    aorta = _aorta(tissue & ~heart, heart, spine, spacing, cfg)
-    esophagus = _esophagus(hu, region & ~heart & ~aorta, spine, airway, spacing, cfg)
+    heart, aorta, esophagus = (np.zeros_like(region) for _ in range(3))
+    if region.any():
+        # Heart, aorta and esophagus are searched only in the box around the mediastinal space: the
+        # distance transforms there cost a fraction of whole-volume ones.
+        box = _bbox(region, pad=2)
+        hu_b, region_b, lungs_b, airway_b = hu[box], region[box], lungs[box], airway[box]
+        spine_b = spine.crop(box)
+        # Soft tissue and blood (with or without contrast); mediastinal fat and air are not.
+        tissue = region_b & (hu_b > cfg.fat_hu_max)
+        heart[box] = heart_b = _heart(tissue, lungs_b, spacing, cfg)
+        aorta[box] = aorta_b = _aorta(tissue & ~heart_b, heart_b, spine_b, spacing, cfg)
+        esophagus[box] = _esophagus(hu_b, region_b & ~heart_b & ~aorta_b, spine_b, airway_b, spacing, cfg)
     organs = airway | heart | aorta | esophagus
     pleural = _pleura(hu, lungs, body & ~region & ~organs & ~bone_filled, bone, spacing, cfg)
     labels[region & ~pleural] = MEDIASTINUM
@@ -257,7 +266,7 @@ def _lungs(
 
 
 def mediastinal_space(
-    lung_l: np.ndarray, lung_r: np.ndarray, body: np.ndarray, spine: np.ndarray, spacing: Spacing
+    lung_l: np.ndarray, lung_r: np.ndarray, body: np.ndarray, spine: SpineLine, spacing: Spacing
 ) -> np.ndarray:
     """The space between the lungs, above the diaphragm: where heart, great vessels and esophagus lie.
 
@@ -272,7 +281,7 @@ def mediastinal_space(
     floor = _diaphragm(lungs, spacing)
     z = np.arange(lungs.shape[2], dtype=np.float32)[None, None, :]
     space &= z >= floor[:, :, None]
-    has, x_c, y_f = _front_of_spine(spine, spacing)
+    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     if has.any():
         x = np.arange(lungs.shape[0])[:, None, None] * spacing[0]
         y = np.arange(lungs.shape[1])[None, :, None] * spacing[1]
@@ -344,8 +353,21 @@ def _spine(bone: np.ndarray, lungs: np.ndarray) -> np.ndarray:
     return labels == best
 
 
-def _front_of_spine(spine: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per slice: whether the spine is there, its x centre (index) and the y index of its anterior edge."""
+@dataclass(frozen=True)
+class SpineLine:
+    """Per axial slice: whether the spine is there, its x centre and its anterior edge (voxel indices)."""
+
+    has: np.ndarray
+    x_c: np.ndarray
+    y_f: np.ndarray
+
+    def crop(self, box: tuple[slice, slice, slice]) -> SpineLine:
+        sx, sy, sz = box
+        return SpineLine(self.has[sz], self.x_c[sz] - sx.start, self.y_f[sz] - sy.start)
+
+
+def _front_of_spine(spine: np.ndarray, spacing: Spacing) -> SpineLine:
+    """The vertebral body's x centre and anterior edge in every slice where the spine is seen."""
     has = spine.any(axis=(0, 1))
     nz = spine.shape[2]
     x_c = np.full(nz, np.nan)
@@ -358,11 +380,21 @@ def _front_of_spine(spine: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np
         # vertebral body only: within 60 mm of the most posterior bone (never the sternum)
         ys = ys[ys * spacing[1] < ys.min() * spacing[1] + 60.0]
         x_c[z], y_f[z] = xm, ys.max()
-    return has, x_c, y_f
+    return SpineLine(has, x_c, y_f)
+
+
+def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
+    """Bounding box of ``mask`` grown by ``pad`` voxels, clipped to the volume."""
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(max(int(idx[0]) - pad, 0), min(int(idx[-1]) + pad + 1, mask.shape[axis])))
+    return tuple(out)  # type: ignore[return-value]
 
 
 def _aorta(
-    tissue: np.ndarray, heart: np.ndarray, spine: np.ndarray, spacing: Spacing, cfg: IntensityConfig
+    tissue: np.ndarray, heart: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: IntensityConfig
 ) -> np.ndarray:
     """The aorta: descending part tracked as a round section beside the spine, arch and ascending part grown.
 
@@ -374,12 +406,12 @@ def _aorta(
     the ascending aorta down to the heart, and grown back to the tube's radius.
     """
     empty = np.zeros_like(tissue)
-    if not tissue.any() or not spine.any():
+    if not tissue.any() or not spine.has.any():
         return empty
     r_min, r_max = cfg.aorta_radius_mm
     d2 = inplane_distance(tissue, spacing)
     peaks = (d2 >= r_min) & (d2 <= r_max) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
-    has, x_c, y_f = _front_of_spine(spine, spacing)
+    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     zs = np.flatnonzero(has & peaks.any(axis=(0, 1)))
     if zs.size == 0:
         return empty
@@ -443,7 +475,7 @@ def _discs(chain: dict[int, tuple[int, int, float]], d2: np.ndarray, spacing: Sp
 def _esophagus(
     hu: np.ndarray,
     region: np.ndarray,
-    spine: np.ndarray,
+    spine: SpineLine,
     airway: np.ndarray,
     spacing: Spacing,
     cfg: IntensityConfig,
@@ -457,9 +489,9 @@ def _esophagus(
     """
     out = np.zeros_like(region)
     cand = region & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
-    if not cand.any() or not spine.any():
+    if not cand.any() or not spine.has.any():
         return out
-    has, x_c, y_f = _front_of_spine(spine, spacing)
+    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     r = cfg.esophagus_radius_mm
     gx = np.arange(region.shape[0])[:, None] * spacing[0]
     gy = np.arange(region.shape[1])[None, :] * spacing[1]
@@ -509,6 +541,16 @@ def _pleura(
     lo, hi = cfg.effusion_hu
     smooth = ndimage.uniform_filter(hu, size=3)
     cage = between_lungs(lungs | (bone & lungs.any(axis=(0, 1))[None, None, :]))
-    reach = dilate_mm(lungs, cfg.effusion_max_mm, spacing)
+    reach = _near_coarse(lungs, cfg.effusion_max_mm, spacing)
     fluid = allowed & cage & reach & (smooth >= lo) & (smooth <= hi) & ~lungs
     return shell | components_touching(fluid | shell, shell)
+
+
+def _near_coarse(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
+    """Within ``radius_mm`` of ``mask``, computed on a grid twice as coarse (a large, tolerant margin)."""
+    small = mask[::2, ::2, ::2]
+    if not small.any():
+        return np.zeros_like(mask)
+    near = ndimage.distance_transform_edt(~small, sampling=tuple(2 * s for s in spacing)) <= radius_mm
+    out = np.repeat(np.repeat(np.repeat(near, 2, axis=0), 2, axis=1), 2, axis=2)
+    return out[: mask.shape[0], : mask.shape[1], : mask.shape[2]] | mask

@@ -59,8 +59,19 @@ def inplane_distance(mask: np.ndarray, spacing: Spacing) -> np.ndarray:
 
 
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """Fill holes slice by slice (axial), so that the lungs count as inside the body."""
-    return ndimage.binary_fill_holes(mask, structure=SLICE_STRUCTURE)
+    """Fill holes slice by slice (axial), so that the lungs count as inside the body.
+
+    One labeling of the background with in-slice connectivity: background components that do not touch
+    the slice border are holes (much faster than scipy's iterative ``binary_fill_holes``).
+    """
+    labels, n = ndimage.label(~mask, structure=SLICE_STRUCTURE)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, dtype=bool)
+    for edge in (labels[[0, -1], :, :], labels[:, [0, -1], :]):
+        outside[np.unique(edge)] = True
+    outside[0] = True  # label 0 is the mask itself
+    return mask | ~outside[labels]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -137,11 +148,11 @@ def between_lungs(mask: np.ndarray) -> np.ndarray:
 
 def fill_small_holes_2d(mask: np.ndarray, max_voxels: float) -> np.ndarray:
     """Fill in-slice holes of at most ``max_voxels`` voxels (vessels in the lung, not the mediastinum)."""
-    holes = fill_holes_2d(mask) & ~mask
-    if not holes.any():
+    labels, n = ndimage.label(~mask, structure=SLICE_STRUCTURE)
+    if n == 0:
         return mask.copy()
-    labels, n = ndimage.label(holes, structure=SLICE_STRUCTURE)
-    sizes = np.bincount(labels.ravel())
-    small = sizes <= max_voxels
+    small = np.bincount(labels.ravel()) <= max_voxels
+    for edge in (labels[[0, -1], :, :], labels[:, [0, -1], :]):
+        small[np.unique(edge)] = False  # background that reaches the slice border is no hole
     small[0] = False
     return mask | small[labels]
