@@ -1,7 +1,7 @@
 """`make demo`: the two-batch story on the synthetic hospital, through the Prefect retrain flow.
 
-1. synthesise batch 1 into the inbox (ground truth kept apart in data/synth/<batch>/truth);
-2. `retrain` registers it and runs the whole pipeline;
+1. synthesise batch 1 into the inbox (ground truth kept apart in data/synth/<batch>/truth, DVC-tracked);
+2. `retrain` registers it and runs the whole pipeline (publishes v1);
 3. batch 2 arrives; `retrain` reruns only batch 2's per-batch stages plus the shared ones.
 Running it again does no new work: the batches are registered and DVC is up to date.
 """
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -21,25 +22,27 @@ from flows.retrain import retrain
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _demo_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8")) or {}
-    return params.get("demo") or {}
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
 
 
-def synthesise(batch: str, studies: int, seed: int) -> Path | None:
-    """Write a synthetic drop into data/inbox/<batch>, its truth into data/synth/<batch>/truth (DVC-tracked).
+def _params(repo: Path) -> dict[str, Any]:
+    return yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8")) or {}
+
+
+def synthesise(repo: Path, batch: str, studies: int, seed: int) -> Path | None:
+    """Write a synthetic drop into data/inbox/<batch> and its truth into data/synth/<batch>/truth.
 
     Nothing happens for a batch that is already registered, so the demo can be rerun.
     """
-    registered = (yaml.safe_load((REPO / "params.yaml").read_text()) or {}).get("batches") or []
-    if batch in registered:
+    if batch in (_params(repo).get("batches") or []):
         return None
-    work = REPO / "data" / "synth" / ".work" / batch
-    truth = REPO / "data" / "synth" / batch
-    inbox = REPO / "data" / "inbox" / batch
+    work = repo / "data" / "synth" / ".work" / batch
+    truth = repo / "data" / "synth" / batch
+    inbox = repo / "data" / "inbox" / batch
     shutil.rmtree(work, ignore_errors=True)
     cmd = [
-        str(Path(sys.executable).with_name("exact")),
+        _bin("exact"),
         "synth",
         "--studies",
         str(studies),
@@ -50,16 +53,12 @@ def synthesise(batch: str, studies: int, seed: int) -> Path | None:
         "--batch",
         batch,
     ]
-    subprocess.run(cmd, cwd=REPO, check=True)
+    subprocess.run(cmd, cwd=repo, check=True)
     shutil.rmtree(truth, ignore_errors=True)
     truth.mkdir(parents=True)
     shutil.move(str(work / "truth"), str(truth / "truth"))
-    subprocess.run(
-        [str(Path(sys.executable).with_name("dvc")), "add", "--quiet", str(truth.relative_to(REPO))],
-        cwd=REPO,
-        check=True,
-    )
-    # The hospital copies its export into the inbox and writes the marker last: a rename is atomic.
+    subprocess.run([_bin("dvc"), "add", "--quiet", str(truth.relative_to(repo))], cwd=repo, check=True)
+    # The hospital copies its export into the inbox and writes the marker last; a rename is atomic.
     shutil.rmtree(inbox, ignore_errors=True)
     inbox.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(work / "drop"), str(inbox))
@@ -67,26 +66,38 @@ def synthesise(batch: str, studies: int, seed: int) -> Path | None:
     return inbox
 
 
-def main() -> int:
-    params = _demo_params()
-    batches: dict[str, int] = params.get("batches") or {"demo-b1": 40, "demo-b2": 24}
-    seed = int(params.get("seed", 7))
-    t0 = time.perf_counter()
+def run_demo(repo: Path = REPO, push: bool = True) -> list[dict[str, Any]]:
+    """Synthesise and retrain batch by batch; returns the result of each retrain run."""
+    demo = _params(repo).get("demo") or {}
+    batches: dict[str, int] = demo.get("batches") or {"demo-b1": 40, "demo-b2": 24}
+    seed = int(demo.get("seed", 7))
+    results = []
     for i, (batch, studies) in enumerate(batches.items()):
         print(f"\n== batch {batch}: {studies} synthetic studies ==", flush=True)
-        synthesise(batch, studies, seed + i)
-        result = retrain(repo=str(REPO), push=True)
+        synthesise(repo, batch, studies, seed + i)  # each batch its own seed: different patients and images
+        result = retrain(repo=str(repo), push=push)
         for stage in result.get("stages", []):
             print(
                 f"  {stage['stage']:<15} ran {len(stage['ran']):>2}  skipped {len(stage['skipped']):>2}"
                 f"  ({stage['seconds']:.0f} s)"
             )
         print(f"  -> {result['status']}", flush=True)
+        results.append(result)
+    return results
+
+
+def main() -> int:
+    t0 = time.perf_counter()
+    run_demo(REPO)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s. Where to look:")
-    print("  reports/              per-stage summaries, metrics, plots")
-    print("  reports/evaluate/     the HTML evaluation report (when the evaluate stage exists)")
-    print("  models/registry/      published model versions (when the publish stage exists)")
-    print("  make server           then open http://127.0.0.1:4200 for the Prefect UI (runs and artifacts)")
+    print(
+        "  reports/evaluate/index.html   the evaluation report (metrics, curves, overlays, grounded reports)"
+    )
+    print("  reports/                      per-stage summaries, metrics and plots")
+    print("  models/registry/              published model versions with model cards")
+    print(
+        "  make server                   then open http://127.0.0.1:4200 for the Prefect runs and artifacts"
+    )
     return 0
 
 
