@@ -33,9 +33,20 @@ def on_ct_grid(mask_path: Path, ct_path: Path) -> np.ndarray:
     return np.asanyarray(res.dataobj) > 0
 
 
+SEED = 20260427
+
+
+def _has_effusion(index: int) -> bool:
+    from exact_ct.synth import render_study
+
+    return render_study(index, seed=SEED).labels.get("Pleural effusion", 0) == 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true", help="2 synthetic studies instead of 6")
+    p.add_argument(
+        "--quick", action="store_true", help="3 synthetic studies (one with effusion) instead of 6"
+    )
     args = p.parse_args(argv)
     from exact_ct.io import load_canonical
     from exact_ct.masks.intensity import segment
@@ -67,17 +78,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from exact_ct.synth import render_study
 
-    n = 2 if args.quick else 6
+    n = 3 if args.quick else 6
+    # Studies 0.. plus the first studies with a pleural effusion (the effusion-in-pleura figure needs one).
+    indices = list(range(n - 1))
+    with_effusion = [i for i in range(n - 1, 80) if _has_effusion(i)][: max(1, n - len(indices))]
+    indices += with_effusion
     synth: dict[str, list[float]] = {ORGANS[i]: [] for i in range(1, 10)}
     effusion_share: list[float] = []
-    for i in range(n):
-        s = render_study(i, seed=20260427)
+    for i in indices:
+        s = render_study(i, seed=SEED)
         lab = segment(s.hu, s.affine)
         for k in range(1, 10):
             synth[ORGANS[k]].append(dice(lab == k, s.organs == k))
         eff = s.lesions.get("Pleural effusion")
         if eff is not None and eff.any():
             effusion_share.append(float((lab[eff > 0] == ORGAN_IDS["pleura"]).mean()))
+        print(
+            f"synthetic study {i}: "
+            + " ".join(f"{ORGANS[k]}={synth[ORGANS[k]][-1]:.2f}" for k in range(1, 10)),
+            file=sys.stderr,
+        )
+    n = len(indices)
     for organ, values in synth.items():
         rows.append((f"d: synthetic (n={n})", organ, float(np.nanmean(values))))
 

@@ -13,7 +13,7 @@ from exact_ct.io import load_canonical
 from exact_ct.masks import QCConfig
 from exact_ct.masks.intensity import segment
 from exact_ct.masks.morph import block_mean, downsample_factors, upsample_labels
-from exact_ct.masks.qc import check, organ_volumes_ml
+from exact_ct.masks.qc import check, heart_between_lungs, organ_volumes_ml
 from exact_ct.schema import ORGAN_IDS
 
 TS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct" / "totalseg"
@@ -37,6 +37,79 @@ def test_lungs_match_totalsegmentator_on_real_ct(real) -> None:
     assert dice(labels == ORGAN_IDS["lung_right"], np.isin(ref, [12, 13, 14])) >= 0.93
 
 
+def test_no_heart_in_the_upper_abdomen_of_a_lung_base_scan(real) -> None:
+    labels, ref, affine = real
+    # example_ct_sm is a lung-base / upper-abdomen crop where TotalSegmentator finds no heart; an earlier
+    # version labelled 165 ml of liver dome as heart here.
+    assert (ref == 51).sum() == 0
+    assert organ_volumes_ml(labels, affine)["heart"] < 20.0
+
+
+def test_contrast_heart_on_real_ct() -> None:
+    ct = TS / "pulmonary_report" / "ct_cropped.nii.gz"
+    hu, affine = load_canonical(ct)
+    labels = segment(np.asarray(hu), affine)
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    ref_img = resample_from_to(
+        nib.load(str(TS / "pulmonary_report" / "heart.nii.gz")),
+        nib.as_closest_canonical(nib.load(str(ct))),
+        order=0,
+    )
+    ref = np.asanyarray(ref_img.dataobj) > 0
+    # Measured 0.754 (the goal is 0.85: not reached, see docs/masks.md).
+    assert dice(labels == ORGAN_IDS["heart"], ref) >= 0.70
+    assert heart_between_lungs(labels) is None
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[np.ndarray, np.ndarray]:
+    from exact_ct.synth import render_study
+
+    study = render_study(3, seed=20260427)
+    return segment(study.hu, study.affine), study.organs
+
+
+def test_synthetic_organs_match_the_phantom_truth(synthetic) -> None:
+    labels, truth = synthetic
+    got = {
+        name: dice(labels == ORGAN_IDS[name], truth == ORGAN_IDS[name])
+        for name in ORGAN_IDS
+        if name != "outside_body"
+    }
+    # Measured on this study: lungs 0.96/1.00, airway 0.73, pleura 0.70, heart 0.95, aorta 0.25,
+    # esophagus 0.34, mediastinum 0.76, body 0.96. Floors a little below.
+    floors = {
+        "lung_left": 0.93,
+        "lung_right": 0.95,
+        "airway": 0.65,
+        "pleura": 0.62,
+        "heart": 0.90,
+        "aorta": 0.15,
+        "esophagus": 0.2,
+        "mediastinum": 0.7,
+        "body": 0.93,
+    }
+    low = {k: round(v, 3) for k, v in got.items() if v < floors[k]}
+    assert not low, f"below floor: {low}"
+
+
+def test_heart_position_rule_flags_a_heart_below_the_lungs() -> None:
+    labels = np.full((30, 20, 20), ORGAN_IDS["body"], dtype=np.uint8)
+    labels[2:12, 4:16, 8:20] = ORGAN_IDS["lung_left"]
+    labels[18:28, 4:16, 8:20] = ORGAN_IDS["lung_right"]
+    between = labels.copy()
+    between[13:17, 6:12, 10:16] = ORGAN_IDS["heart"]
+    assert heart_between_lungs(between) is None
+    below = labels.copy()
+    below[10:20, 6:12, 1:7] = ORGAN_IDS["heart"]  # under the lung bases: liver dome, not heart
+    issue = heart_between_lungs(below)
+    assert issue is not None and issue.rule == "heart_position"
+    rules = [i.rule for i in check(organ_volumes_ml(below, np.diag([5.0, 5.0, 5.0, 1.0])), labels=below)]
+    assert "heart_position" in rules
+
+
 def test_output_is_a_label_map_on_the_input_grid(real) -> None:
     labels, ref, _ = real
     assert labels.shape == ref.shape and labels.dtype == np.uint8
@@ -51,8 +124,12 @@ def test_upsampling_restores_the_input_grid() -> None:
     assert f == (2, 2, 1)
     coarse = block_mean(vol, f)
     assert coarse.shape == (4, 3, 3)
+    assert np.isclose(coarse[0, 0, 1], vol[0:2, 0:2, 1].mean())
+    assert np.isclose(coarse[3, 2, 0], vol[6, 4, 0])  # a partial edge block is the mean of what exists
     back = upsample_labels(np.arange(coarse.size).reshape(coarse.shape), f, vol.shape)
-    assert back.shape == vol.shape and back[1, 1, 0] == back[0, 0, 0] != back[2, 0, 0]
+    assert back.shape == vol.shape and back.flags["C_CONTIGUOUS"]
+    assert back[1, 1, 0] == back[0, 0, 0] != back[2, 0, 0]
+    assert np.array_equal(back[::2, ::2, :], np.arange(coarse.size).reshape(coarse.shape))
 
 
 def test_qc_passes_plausible_volumes_and_flags_a_crafted_bad_mask() -> None:

@@ -39,7 +39,7 @@ def _one(job: _Job) -> dict[str, Any]:
         tmp.unlink(missing_ok=True)
         return {**row, "passed": False, "issues": [("segmentation_error", f"{type(e).__name__}: {e}")]}
     volumes = organ_volumes_ml(labels, affine)
-    issues = check(volumes, job.params.qc)
+    issues = check(volumes, job.params.qc, labels)
     if not issues:
         save_nifti(labels, affine, job.mask_path, dtype=np.uint8)
     tmp.unlink(missing_ok=True)

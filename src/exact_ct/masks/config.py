@@ -22,6 +22,7 @@ class IntensityConfig:
     min_lung_ml: float = 5.0
     bone_hu_min: float = 200.0
     contrast_mean_hu_min: float = 400.0  # a dense component this bright is contrast blood, not bone
+    cortex_hu_min: float = 420.0  # cortical bone next to a dense core: bone, not a contrast blood pool
     fat_hu_max: float = -30.0
     airway_area_mm2: tuple[float, float] = (40.0, 700.0)  # tracheal lumen section at the top of the scan
     airway_branch_ratio: float = 2.5  # a section this many times the trachea's is lung, not bronchus

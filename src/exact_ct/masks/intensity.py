@@ -131,17 +131,36 @@ def _bone(
     ribs always reach beyond that space.
     """
     dense = body & (hu >= cfg.bone_hu_min)
-    labels, n = ndimage.label(dense)
+    # At the working grid a contrast-filled aorta may touch a vertebra in a voxel or two: classify the
+    # components of the eroded dense mask (ribs vanish in it and stay bone), then grow blood back.
+    core = ndimage.binary_erosion(dense, iterations=2)
+    labels, n = ndimage.label(core)
     if n == 0:
         return dense
     index = np.arange(1, n + 1)
-    count = ndimage.sum_labels(dense, labels, index)
+    count = ndimage.sum_labels(core, labels, index)
     ml = count * float(np.prod(spacing)) / 1000.0
     means = np.asarray(ndimage.mean(hu, labels, index))
     share_inner = ndimage.sum_labels(inner, labels, index) / np.maximum(count, 1)
-    blood = np.zeros(n + 1, dtype=bool)
-    blood[index[((ml >= 20.0) & (means >= cfg.contrast_mean_hu_min)) | (share_inner >= 0.97)]] = True
-    return dense & ~blood[labels]
+    # The vertebral body also lies between the lungs, but most of its core lies within two voxels of its
+    # cortex, denser than any blood pool; a blood pool only touches bone at a small part of its core.
+    near_cortex = ndimage.maximum_filter(hu, size=5) >= cfg.cortex_hu_min
+    cortex_share = ndimage.sum_labels(near_cortex, labels, index) / np.maximum(count, 1)
+    is_blood = np.zeros(n + 1, dtype=bool)
+    inside = (share_inner >= 0.9) & (cortex_share < 0.25)
+    is_blood[index[((ml >= 5.0) & (means >= cfg.contrast_mean_hu_min)) | inside]] = True
+    blood = ndimage.binary_dilation(is_blood[labels], iterations=3) & dense
+    # Small dense specks between the lungs (noisy contrast blood just above the threshold, calcified
+    # plaque) have no core at all: they are not bone either.
+    specks, m = ndimage.label(dense & ~blood)
+    if m:
+        sidx = np.arange(1, m + 1)
+        scount = ndimage.sum_labels(dense, specks, sidx)
+        sinner = ndimage.sum_labels(inner, specks, sidx) / np.maximum(scount, 1)
+        small = np.zeros(m + 1, dtype=bool)
+        small[sidx[(scount * float(np.prod(spacing)) / 1000.0 < 2.0) & (sinner >= 0.9)]] = True
+        blood |= small[specks]
+    return dense & ~blood
 
 
 def _airway(
@@ -341,16 +360,20 @@ def _heart(tissue: np.ndarray, lungs: np.ndarray, spacing: Spacing, cfg: Intensi
 
 
 def _spine(bone: np.ndarray, lungs: np.ndarray) -> np.ndarray:
-    """The vertebral column: the bone component with the greatest z extent at the lungs' level."""
+    """The vertebral column: of the long bone components at the lungs' level, the most posterior one.
+
+    Long = spanning at least half of the lungs' z range (ribs are short in z); most posterior by mean y
+    (RAS+: small y is posterior), so that a long sternum or a contrast-filled vessel is never taken.
+    """
     zs = lungs.any(axis=(0, 1))
     cand = bone & zs[None, None, :]
     labels, n = ndimage.label(cand)
     if n == 0:
         return cand
     extent = np.array([sl[2].stop - sl[2].start for sl in ndimage.find_objects(labels)])
-    sizes = ndimage.sum_labels(cand, labels, np.arange(1, n + 1))
-    best = np.lexsort((sizes, extent))[-1] + 1
-    return labels == best
+    long_ = np.flatnonzero(extent >= 0.5 * min(zs.sum(), extent.max())) + 1
+    y_mean = np.array([c[1] for c in ndimage.center_of_mass(cand, labels, long_)])
+    return labels == long_[int(np.argmin(y_mean))]
 
 
 @dataclass(frozen=True)
@@ -367,7 +390,12 @@ class SpineLine:
 
 
 def _front_of_spine(spine: np.ndarray, spacing: Spacing) -> SpineLine:
-    """The vertebral body's x centre and anterior edge in every slice where the spine is seen."""
+    """The vertebral body's x centre and anterior edge in every slice where the spine is seen.
+
+    The anterior edge is the most anterior spine voxel near its midline; intervertebral discs are not
+    bone, and a rib may join the sternum to the spine: the edge is the median over ``+-12 mm`` in z, and
+    missing slices are interpolated.
+    """
     has = spine.any(axis=(0, 1))
     nz = spine.shape[2]
     x_c = np.full(nz, np.nan)
@@ -376,10 +404,22 @@ def _front_of_spine(spine: np.ndarray, spacing: Spacing) -> SpineLine:
         sx, sy = np.nonzero(spine[:, :, z])
         xm = np.median(sx)
         near = np.abs(sx - xm) * spacing[0] < 15.0
-        ys = sy[near] if near.any() else sy
-        # vertebral body only: within 60 mm of the most posterior bone (never the sternum)
-        ys = ys[ys * spacing[1] < ys.min() * spacing[1] + 60.0]
-        x_c[z], y_f[z] = xm, ys.max()
+        ys = np.unique(sy[near] if near.any() else sy)
+        # walk forward from the most posterior bone; a gap of > 15 mm ends the vertebra (the sternum,
+        # which ribs may join to the spine in one component, lies beyond it)
+        gaps = np.flatnonzero(np.diff(ys) * spacing[1] > 15.0)
+        x_c[z], y_f[z] = xm, ys[gaps[0]] if gaps.size else ys[-1]
+    if has.sum() >= 2:
+        zs = np.flatnonzero(has)
+        k = max(2, int(round(12.0 / spacing[2])))
+        y_f[zs] = ndimage.median_filter(y_f[zs], size=2 * k + 1, mode="nearest")
+        x_c[zs] = ndimage.median_filter(x_c[zs], size=2 * k + 1, mode="nearest")
+        lo, hi = zs[0], zs[-1]
+        inner = np.arange(lo, hi + 1)
+        y_f[lo : hi + 1] = np.interp(inner, zs, y_f[zs])
+        x_c[lo : hi + 1] = np.interp(inner, zs, x_c[zs])
+        has = has.copy()
+        has[lo : hi + 1] = True
     return SpineLine(has, x_c, y_f)
 
 
@@ -540,7 +580,10 @@ def _pleura(
     shell = near & ~lungs & allowed
     lo, hi = cfg.effusion_hu
     smooth = ndimage.uniform_filter(hu, size=3)
-    cage = between_lungs(lungs | (bone & lungs.any(axis=(0, 1))[None, None, :]))
+    # Ribs run obliquely: in one slice only some of them are cut, so the cage is taken over +-15 mm in z.
+    k = max(1, int(round(15.0 / spacing[2])))
+    ribs = ndimage.maximum_filter1d(bone, size=2 * k + 1, axis=2) & lungs.any(axis=(0, 1))[None, None, :]
+    cage = between_lungs(lungs | ribs)
     reach = _near_coarse(lungs, cfg.effusion_max_mm, spacing)
     fluid = allowed & cage & reach & (smooth >= lo) & (smooth <= hi) & ~lungs
     return shell | components_touching(fluid | shell, shell)

@@ -109,25 +109,36 @@ def downsample_factors(spacing: Spacing, grid_mm: float) -> tuple[int, int, int]
 
 
 def block_mean(volume: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Mean over non-overlapping blocks (edge blocks may be partial), as float32."""
+    """Mean over non-overlapping blocks (edge blocks may be partial), as float32.
+
+    Sums axis by axis over reshaped views in the volume's own integer type widened to int32 (no float copy
+    of the full-resolution volume); partial edge blocks are padded with their edge values.
+    """
     if factors == (1, 1, 1):
         return volume.astype(np.float32, copy=False)
     fx, fy, fz = factors
     nx, ny, nz = (-(-d // f) for d, f in zip(volume.shape, factors, strict=True))
     pad = [(0, n * f - d) for d, f, n in zip(volume.shape, factors, (nx, ny, nz), strict=True)]
-    v = volume.astype(np.float32)
-    if any(p[1] for p in pad):
-        v = np.pad(v, pad, mode="edge")  # edge values: partial blocks keep the border intensity
-    return v.reshape(nx, fx, ny, fy, nz, fz).mean(axis=(1, 3, 5), dtype=np.float32)
+    v = np.pad(volume, pad, mode="edge") if any(p[1] for p in pad) else volume
+    acc = np.int32 if np.issubdtype(v.dtype, np.integer) else np.float64
+    a = v.reshape(nx, fx, ny * fy * nz * fz).sum(axis=1, dtype=acc)
+    a = a.reshape(nx, ny, fy, nz * fz).sum(axis=2, dtype=acc)
+    a = a.reshape(nx, ny, nz, fz).sum(axis=3, dtype=acc)
+    return (a / float(fx * fy * fz)).astype(np.float32)
 
 
 def upsample_labels(labels: np.ndarray, factors: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
-    """Nearest-neighbour inverse of :func:`block_mean`: repeat each coarse voxel, crop to ``shape``."""
+    """Nearest-neighbour inverse of :func:`block_mean`: repeat each coarse voxel, crop to ``shape``.
+
+    Repeats the last axis first, cropping as it goes, so that the one full-size copy is the final repeat
+    along x, whose crop is a contiguous view.
+    """
     out = labels
-    for axis, f in enumerate(factors):
-        if f > 1:
-            out = np.repeat(out, f, axis=axis)
-    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+    for axis in (2, 1, 0):
+        if factors[axis] > 1:
+            out = np.repeat(out, factors[axis], axis=axis)
+        out = out[tuple(slice(0, shape[a]) if a == axis else slice(None) for a in range(3))]
+    return np.ascontiguousarray(out)
 
 
 def between(first: np.ndarray, second: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Mask QC: organ volumes against plausible ranges, left/right lung balance and missing organs."""
+"""Mask QC: organ volumes against plausible ranges, left/right lung balance, missing organs, heart position."""
 
 from __future__ import annotations
 
@@ -26,10 +26,46 @@ def organ_volumes_ml(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]
     return {ORGANS[i]: round(float(counts[i]) * voxel_ml, 3) for i in ORGANS if i != 0}
 
 
-def check(volumes_ml: dict[str, float], cfg: QCConfig | None = None) -> list[QCIssue]:
-    """All rule failures for one mask (empty list = passes)."""
+def heart_between_lungs(labels: np.ndarray, min_share: float = 0.5) -> QCIssue | None:
+    """``heart_position``: the heart lies between the lungs, so at most of its levels there is lung tissue
+    both to its left and to its right. A "heart" in the upper abdomen (liver dome, stomach) fails.
+
+    Args:
+        labels: organ label map (RAS+: the patient's left has the smaller x index).
+        min_share: share of the heart's axial slices that must have lung on both sides.
+    """
+    labels = np.asarray(labels)
+    heart = labels == ORGAN_IDS["heart"]
+    zs = np.flatnonzero(heart.any(axis=(0, 1)))
+    if zs.size == 0:
+        return None
+    lungs = np.isin(labels, (ORGAN_IDS["lung_left"], ORGAN_IDS["lung_right"]))
+    x = np.arange(labels.shape[0])
+    flanked = 0
+    for z in zs:
+        hx = x[heart[:, :, z].any(axis=1)]
+        lx = x[lungs[:, :, z].any(axis=1)]
+        flanked += bool(lx.size) and lx.min() < hx.min() and lx.max() > hx.max()
+    share = flanked / zs.size
+    if share >= min_share:
+        return None
+    return QCIssue(
+        "heart_position",
+        f"heart has lung on both sides in only {share:.0%} of its {zs.size} slices (< {min_share:.0%}): "
+        "not between the lungs",
+    )
+
+
+def check(
+    volumes_ml: dict[str, float], cfg: QCConfig | None = None, labels: np.ndarray | None = None
+) -> list[QCIssue]:
+    """All rule failures for one mask (empty list = passes); ``labels`` enables the position rule."""
     cfg = cfg or QCConfig()
     issues: list[QCIssue] = []
+    if labels is not None:
+        issue = heart_between_lungs(labels)
+        if issue is not None:
+            issues.append(issue)
     for organ in cfg.required:
         if organ not in ORGAN_IDS:
             raise ValueError(f"pseudo_masks.qc.required names unknown organ {organ!r}")
