@@ -1,0 +1,216 @@
+"""Label a whole report table: stream rows in chunks through a process pool, write labels and evidence."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exact_ct.io import atomic_path
+from exact_ct.reports.labeller import DEFAULT_IGNORED_SECTIONS, ReportLabeller
+from exact_ct.reports.policy import BinaryPolicy, to_binary
+from exact_ct.reports.rules import RuleSet, load_rules
+from exact_ct.reports.table import QUARANTINE_COLUMNS, ReportTable
+from exact_ct.schema import ABNORMALITIES
+
+log = logging.getLogger(__name__)
+
+EVIDENCE_COLUMNS = (
+    "report_id", "abnormality", "value", "start_char", "end_char", "section", "laterality", "lobe",
+    "size_mm", "mention", "modifiers", "note", "sentence",
+)  # fmt: skip
+
+Chunk = list[tuple[str, str]]
+ChunkResult = list[tuple[str, tuple[int | None, ...], list[tuple[Any, ...]]]]
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Settings of a labelling run (the ``parse_reports`` section of params.yaml)."""
+
+    workers: int = 2
+    chunk_size: int = 200
+    max_chars: int = 50_000
+    max_quarantine_share: float = 0.5
+    rules_dir: str | None = None
+    ignore_sections: tuple[str, ...] = DEFAULT_IGNORED_SECTIONS
+    binary_policy: BinaryPolicy = field(default_factory=BinaryPolicy)
+
+
+# One labeller per worker process, built once by the pool initializer (rule objects do not pickle).
+_LABELLER: ReportLabeller | None = None
+
+
+def _init_worker(rules: RuleSet, ignore_sections: tuple[str, ...]) -> None:
+    global _LABELLER
+    _LABELLER = ReportLabeller(rules, ignore_sections)
+
+
+def _fmt_size(v: float | None) -> str:
+    return "" if v is None else f"{v:g}"
+
+
+def label_chunk(chunk: Chunk) -> ChunkResult:
+    """Label (id, text) pairs with this process's labeller; plain tuples keep the transfer cheap."""
+    assert _LABELLER is not None, "worker not initialised"
+    out: ChunkResult = []
+    results = _LABELLER.label_many([text for _, text in chunk])
+    for (rid, _), res in zip(chunk, results, strict=True):
+        ev = [
+            (rid, m.abnormality, "" if m.value is None else m.value, m.start_char, m.end_char, m.section,
+             m.laterality, m.lobe, _fmt_size(m.size_mm), m.text, m.modifiers, m.note, m.sentence.strip())
+            for m in res.mentions
+        ]  # fmt: skip
+        out.append((rid, res.labels, ev))
+    return out
+
+
+def _chunks(rows: Iterable[Any], size: int) -> Iterator[Chunk]:
+    it = iter(rows)
+    while batch := list(itertools.islice(it, size)):
+        yield [(r.report_id, r.text) for r in batch]
+
+
+def map_chunks(
+    chunks: Iterable[Chunk], rules: RuleSet, ignore_sections: tuple[str, ...], workers: int
+) -> Iterator[ChunkResult]:
+    """Label chunks in order with at most ``2 * workers`` chunks in flight, so memory stays flat.
+
+    ``exact_ct.parallel.map_ordered`` materialises its whole input first; this streams it instead, and
+    builds the medspacy pipeline once per worker through the pool initializer.
+    """
+    if workers <= 1:
+        _init_worker(rules, ignore_sections)
+        yield from map(label_chunk, chunks)
+        return
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(rules, ignore_sections)
+    ) as pool:
+        pending: list[Future[ChunkResult]] = []
+        it = iter(chunks)
+        for chunk in itertools.islice(it, 2 * workers):
+            pending.append(pool.submit(label_chunk, chunk))
+        while pending:
+            result = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(label_chunk, nxt))
+            yield result
+
+
+@dataclass
+class LabelSummary:
+    """Counts of one run (no text, no identifiers): what the stage writes to reports/parse_reports/B.json."""
+
+    rows_read: int = 0
+    labelled: int = 0
+    quarantined: int = 0
+    mentions: int = 0
+    quarantine_rules: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
+    binary_positive: dict[str, int] = field(default_factory=dict)
+    delimiter: str = ","
+    id_column: str = ""
+    text_columns: list[str] = field(default_factory=list)
+    rules_digest: str = ""
+
+    @property
+    def quarantine_share(self) -> float:
+        return self.quarantined / self.rows_read if self.rows_read else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.rows_read,
+            "labelled": self.labelled,
+            "quarantined": self.quarantined,
+            "quarantine_share": round(self.quarantine_share, 6),
+            "quarantine_rules": dict(sorted(self.quarantine_rules.items())),
+            "mentions": self.mentions,
+            "labels": self.labels,
+            "binary_positive": self.binary_positive,
+            "delimiter": self.delimiter,
+            "id_column": self.id_column,
+            "text_columns": self.text_columns,
+            "rules_sha256": self.rules_digest,
+        }
+
+
+def _cell(v: int | None) -> str:
+    return "" if v is None else str(v)
+
+
+def label_table(
+    in_path: str | Path,
+    labels_out: str | Path,
+    *,
+    evidence_out: str | Path | None = None,
+    quarantine_out: str | Path | None = None,
+    id_column: str | None = None,
+    text_columns: Sequence[str] | None = None,
+    binary: bool = False,
+    config: LabelConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> LabelSummary:
+    """Label every report of ``in_path`` and write ``labels_out`` (id column + the 18 abnormalities).
+
+    Values are 1/0/-1/empty, or 0/1 under ``config.binary_policy`` when ``binary``. Rows that cannot be
+    labelled go to ``quarantine_out`` (path, line, id, rule, message); every other row is labelled. All
+    outputs are written atomically; the input is only read.
+    """
+    cfg = config or LabelConfig()
+    rules = load_rules(cfg.rules_dir)
+    table = ReportTable(in_path, id_column, text_columns, max_chars=cfg.max_chars)
+    summary = LabelSummary(
+        delimiter=table.delimiter,
+        id_column=table.id_name,
+        text_columns=table.text_names,
+        rules_digest=rules.digest,
+    )
+    counts: dict[str, Counter[str]] = {a: Counter() for a in ABNORMALITIES}
+    positives: Counter[str] = Counter()
+    with contextlib.ExitStack() as stack:
+        labels_tmp = stack.enter_context(atomic_path(labels_out))
+        lf = stack.enter_context(open(labels_tmp, "w", encoding="utf-8", newline=""))
+        lw = csv.writer(lf, lineterminator="\n")
+        lw.writerow([table.id_name, *ABNORMALITIES])
+        ew = None
+        if evidence_out is not None:
+            ev_tmp = stack.enter_context(atomic_path(evidence_out))
+            ef = stack.enter_context(open(ev_tmp, "w", encoding="utf-8", newline=""))
+            ew = csv.writer(ef, lineterminator="\n")
+            ew.writerow(EVIDENCE_COLUMNS)
+        for result in map_chunks(_chunks(table, cfg.chunk_size), rules, cfg.ignore_sections, cfg.workers):
+            for rid, labels, evidence in result:
+                binary_labels = [to_binary(v, cfg.binary_policy) for v in labels]
+                lw.writerow([rid, *(_cell(v) for v in (binary_labels if binary else labels))])
+                for name, v, b in zip(ABNORMALITIES, labels, binary_labels, strict=True):
+                    counts[name]["empty" if v is None else str(v)] += 1
+                    positives[name] += b == 1
+                if ew is not None:
+                    ew.writerows(evidence)
+                summary.mentions += len(evidence)
+                summary.labelled += 1
+            if progress is not None:
+                progress(len(result))
+        if quarantine_out is not None:
+            q_tmp = stack.enter_context(atomic_path(quarantine_out))
+            with open(q_tmp, "w", encoding="utf-8", newline="") as qf:
+                qw = csv.writer(qf, lineterminator="\n")
+                qw.writerow(QUARANTINE_COLUMNS)
+                qw.writerows(q.row() for q in table.quarantined)
+    summary.rows_read = table.rows_read
+    summary.quarantined = len(table.quarantined)
+    summary.quarantine_rules = dict(Counter(q.rule for q in table.quarantined))
+    summary.labels = {a: {k: counts[a][k] for k in ("1", "0", "-1", "empty")} for a in ABNORMALITIES}
+    summary.binary_positive = {a: int(positives[a]) for a in ABNORMALITIES}
+    for q in table.quarantined:
+        # Line numbers and rules only: ids may be accession numbers outside the pipeline.
+        log.warning("%s line %d: quarantined (%s): %s", Path(q.path).name, q.line, q.rule, q.message)
+    return summary

@@ -1,0 +1,180 @@
+"""Fast regex matching for medspacy rules: lower-case the text once, skip rules whose required words are absent.
+
+medspacy 1.3.1's RegexMatcher rebuilds ``doc.text_with_ws`` for every pattern and runs every pattern over
+every report. Here each pattern gets a set of literal "factors" (strings of which any match must contain
+at least one, read from the parsed regex), so a rule whose factors do not occur in a report costs one
+substring test instead of a regex scan, and a rule whose factors do occur only scans the clauses
+around them. Matches are aligned to tokens exactly as medspacy does
+(start snapped left, end snapped right).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+
+# The regex parser is private API; the project pins Python 3.11 (pyproject), where it lives here.
+import re._parser as sre_parse  # type: ignore[import-not-found]
+from re._constants import (  # type: ignore[import-not-found]
+    ATOMIC_GROUP,
+    BRANCH,
+    IN,
+    LITERAL,
+    MAX_REPEAT,
+    MIN_REPEAT,
+    NOT_LITERAL,
+    POSSESSIVE_REPEAT,
+    SUBPATTERN,
+)
+from typing import Any
+
+_MIN_FACTOR = 3
+#: Words in nearly every report: poor filters, chosen only when nothing rarer is required.
+_COMMON = frozenset(
+    "and the of in with is are was were not no or to on at by for as be that this both normal".split()
+)
+Factors = frozenset[str] | None  # None: no usable factor, always run the pattern
+
+
+def _seq_factors(items: list[tuple[Any, Any]]) -> Factors:
+    """Best necessary factor set of a sequence: literal runs and required sub-elements."""
+    best: Factors = None
+    run = ""
+
+    def cost(f: frozenset[str]) -> tuple[int, int]:
+        # Each factor costs one substring scan per report; short factors also match more often.
+        return (
+            sum(10 if x.strip() in _COMMON else 1 if len(x) >= 4 else 3 for x in f),
+            -min(len(x) for x in f),
+        )
+
+    def consider(f: Factors) -> None:
+        nonlocal best
+        if f is not None and (best is None or cost(f) < cost(best)):
+            best = f
+
+    for op, arg in items:
+        if op is LITERAL:
+            run += chr(arg)
+            continue
+        if len(run) >= _MIN_FACTOR:
+            consider(frozenset([run]))
+        run = ""
+        if op is SUBPATTERN:
+            consider(_seq_factors(list(arg[-1])))
+        elif op is ATOMIC_GROUP:
+            consider(_seq_factors(list(arg)))
+        elif op is BRANCH:
+            alts = [_seq_factors(list(a)) for a in arg[1]]
+            if all(a is not None for a in alts):
+                consider(frozenset().union(*alts))  # type: ignore[arg-type]
+        elif op in (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT):
+            lo, _hi, sub = arg
+            if lo >= 1:
+                consider(_seq_factors(list(sub)))
+        elif op in (IN, NOT_LITERAL):
+            pass
+    if len(run) >= _MIN_FACTOR:
+        consider(frozenset([run]))
+    return best
+
+
+def necessary_factors(pattern: str) -> Factors:
+    """Literal strings of which every match of ``pattern`` (lower-case) contains at least one, or None."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re.error:
+        return None
+    return _seq_factors(list(parsed))
+
+
+#: Clause breaks: a match never spans one (rules are clause-level), so each rule only scans the clauses
+#: that contain one of its factors.
+_BREAK = re.compile(r"[.;!?](?=\s)|\n")
+
+
+def _windows(low: str, factors: Factors, breaks: list[int]) -> list[tuple[int, int]]:
+    """Merged (start, end) character ranges of the clauses that contain a factor of the rule."""
+    if factors is None:
+        return [(0, len(low))]
+    found: list[tuple[int, int]] = []
+    for f in factors:
+        i = low.find(f)
+        while i != -1:
+            # from just after the previous break to just after the next one
+            k = bisect.bisect_left(breaks, i)
+            lo = breaks[k - 1] + 1 if k > 0 else 0
+            j = bisect.bisect_left(breaks, i + len(f))
+            hi = breaks[j] + 1 if j < len(breaks) else len(low)
+            found.append((lo, hi))
+            i = low.find(f, hi)
+    if len(found) <= 1:
+        return found
+    found.sort()
+    merged = [found[0]]
+    for lo, hi in found[1:]:
+        if lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def make_fast_matcher_class() -> type:
+    from medspacy.common.regex_matcher import RegexMatcher
+
+    class FastRegexMatcher(RegexMatcher):  # type: ignore[misc]
+        _compiled: list[tuple[Any, Any, Any, Factors]] | None = None
+
+        def _prepare(self) -> list[tuple[Any, Any, Any, Factors]]:
+            compiled = []
+            for match_id, patterns in self._patterns.items():
+                for pattern in patterns:
+                    src = pattern.pattern
+                    compiled.append(
+                        (match_id, re.compile(src), self._callbacks[match_id], necessary_factors(src))
+                    )
+            self._compiled = compiled
+            return compiled
+
+        def __call__(self, doc: Any) -> list[tuple[int, int, int]]:
+            compiled = self._compiled or self._prepare()
+            # Doc.text joins every token; the three matchers share one copy (and its clause breaks) per doc.
+            cached = doc.user_data.get("exact_text")
+            if cached is None:
+                text = doc.text
+                low = text.lower()
+                breaks = [m.start() for m in _BREAK.finditer(low)]
+                cached = doc.user_data["exact_text"] = (text, low, breaks)
+            text, low, breaks = cached
+            if len(low) != len(text):  # a few Unicode letters change length when lower-cased
+                return super().__call__(doc)  # type: ignore[no-any-return]
+            matches: list[tuple[int, int, int]] = []
+            for match_id, pattern, on_match, factors in compiled:
+                for lo, hi in _windows(low, factors, breaks):
+                    for m in pattern.finditer(low, lo, hi):
+                        start, end = m.start(), m.end()
+                        while start < end and text[start].isspace():
+                            start += 1
+                        while end > start and text[end - 1].isspace():
+                            end -= 1
+                        span = doc.char_span(start, end, alignment_mode="expand") if end > start else None
+                        if span is not None and len(span):
+                            matches.append((match_id, span.start, span.end))
+                            if on_match is not None:
+                                on_match(self, doc, len(matches) - 1, matches)
+            return matches
+
+    return FastRegexMatcher
+
+
+def speed_up(component: Any, attr: str) -> None:
+    """Swap the regex matcher behind a medspacy component for :func:`make_fast_matcher_class`'s.
+
+    The matcher sits behind name-mangled attributes of medspacy 1.3.1 (pinned in pyproject); call this
+    after all rules are added.
+    """
+    medspacy_matcher = getattr(component, attr)
+    regex_matcher = medspacy_matcher._MedspacyMatcher__regex_matcher
+    regex_matcher.__class__ = make_fast_matcher_class()
+    regex_matcher._compiled = None

@@ -1,0 +1,194 @@
+"""Label one radiology report: mentions of the 18 abnormalities with ConText attributes, then precedence."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exact_ct.reports.evidence import laterality, lobes, sizes_mm
+from exact_ct.reports.pipeline import SPAN_GROUP, build_nlp
+from exact_ct.reports.rules import EXCLUDE, RuleSet, load_rules
+from exact_ct.schema import ABNORMALITIES, ABSENT, PRESENT, UNCERTAIN
+
+#: Sections whose mentions describe the request or the technique, not this study's findings.
+DEFAULT_IGNORED_SECTIONS = ("clinical_information", "technique", "comparison")
+
+#: Rank of a mention value when several mentions of one abnormality disagree (CheXpert-style):
+#: present > uncertain > absent. A report that says "no effusion on the left, small effusion on the
+#: right" has an effusion; "possible nodule ... no nodule" stays uncertain.
+PRECEDENCE = {PRESENT: 3, UNCERTAIN: 2, ABSENT: 1}
+
+Label = int | None
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One matched mention; ``value`` is None when it is ignored (``note`` says why)."""
+
+    abnormality: str
+    value: Label
+    start_char: int
+    end_char: int
+    sentence: str
+    section: str
+    laterality: str
+    lobe: str
+    size_mm: float | None
+    text: str
+    modifiers: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ReportLabels:
+    labels: tuple[Label, ...]
+    mentions: tuple[Mention, ...]
+
+
+def combine(values: Iterable[Label]) -> Label:
+    """Combine mention values of one abnormality by :data:`PRECEDENCE`; None when none counts."""
+    best: Label = None
+    for v in values:
+        if v is not None and (best is None or PRECEDENCE[v] > PRECEDENCE[best]):
+            best = v
+    return best
+
+
+def _sentences(doc: Any) -> tuple[list[int], list[tuple[int, int, str]]]:
+    """Sentence start tokens and (start token, start char, text) from the SENT_START array in one pass."""
+    cached = doc.user_data.get("exact_text")
+    text = cached[0] if cached else doc.text
+    flags = doc.to_array("SENT_START")
+    starts = [0, *(int(i) for i in np.flatnonzero(flags == 1) if i != 0)]
+    char_starts = [doc[i].idx for i in starts]
+    char_ends = [*char_starts[1:], len(text)]
+    return starts, [(t, c, text[c:e]) for t, c, e in zip(starts, char_starts, char_ends, strict=True)]
+
+
+class ReportLabeller:
+    """Rule-based labeller (medspacy). Build once per process; ``label``/``label_many`` are then pure."""
+
+    def __init__(
+        self,
+        rules: RuleSet | str | Path | None = None,
+        ignore_sections: Sequence[str] = DEFAULT_IGNORED_SECTIONS,
+    ) -> None:
+        self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules)
+        self.nlp, self._metas = build_nlp(self.rules)
+        self.ignore_sections = frozenset(ignore_sections)
+        self._index = {name: i for i, name in enumerate(ABNORMALITIES)}
+
+    def label(self, text: str) -> ReportLabels:
+        return self._from_doc(self.nlp(text))
+
+    def label_many(self, texts: Iterable[str], batch_size: int = 64) -> list[ReportLabels]:
+        return [self._from_doc(doc) for doc in self.nlp.pipe(texts, batch_size=batch_size)]
+
+    def _from_doc(self, doc: Any) -> ReportLabels:
+        spans = doc.spans[SPAN_GROUP] if SPAN_GROUP in doc.spans else ()
+        mentions: list[Mention] = []
+        if spans:
+            # Per-doc tables instead of per-mention lookups (Span.sent walks tokens; extensions are slow).
+            sent_starts, sents = _sentences(doc)
+            sections = [(sec.section_span[0], sec.category or "") for sec in (doc._.sections or ())]
+            section_starts = [s[0] for s in sections]
+            cache: dict[Any, Any] = {}
+            for span in spans:
+                mentions.extend(self._mentions(span, sents, sent_starts, sections, section_starts, cache))
+        values: list[list[Label]] = [[] for _ in ABNORMALITIES]
+        for m in mentions:
+            values[self._index[m.abnormality]].append(m.value)
+        return ReportLabels(tuple(combine(v) for v in values), tuple(mentions))
+
+    def _mentions(
+        self,
+        span: Any,
+        sents: list[tuple[int, int, str]],
+        sent_starts: list[int],
+        sections: list[tuple[int, str]],
+        section_starts: list[int],
+        cache: dict[Any, Any],
+    ) -> list[Mention]:
+        ext = span._
+        rule = ext.target_rule
+        if rule.category == EXCLUDE:
+            return []
+        meta = self._metas[rule._rule_id]
+        k = bisect.bisect_right(sent_starts, span.start) - 1
+        _, sent_char, sentence = sents[k]
+
+        def hit(pattern: re.Pattern[str]) -> bool:
+            # Several mentions often share a sentence and a rule's sentence filters: test each pair once.
+            key = (k, pattern)
+            if key not in cache:
+                cache[key] = pattern.search(sentence) is not None
+            return bool(cache[key])
+
+        if meta.require_sentence is not None and not hit(meta.require_sentence):
+            return []
+        if meta.exclude_sentence is not None and hit(meta.exclude_sentence):
+            if meta.unless_sentence is None or not hit(meta.unless_sentence):
+                return []
+        if meta.routed:
+            names = [name for pattern, name in meta.routes if hit(pattern)]
+            if not names and meta.default:
+                names = [meta.default]
+        else:
+            names = [rule.category]
+        if not names:
+            return []
+
+        modifiers = ext.modifiers
+        categories = {m.category for m in modifiers}
+        value, note = self._value(categories, meta.value)
+        attrs = cache.get(k)
+        if attrs is None:
+            attrs = cache[k] = (laterality(sentence), lobes(sentence), sizes_mm(sentence))
+        side, lobe, sizes = attrs
+        offset = span.start_char - sent_char
+        size = min(sizes, key=lambda s: abs(s[0] - offset))[1] if sizes else None
+        if value == PRESENT and meta.min_size_mm is not None:
+            if not any(s >= meta.min_size_mm for _, s in sizes):
+                value, note = None, f"no stated size >= {meta.min_size_mm:g} mm"
+        j = bisect.bisect_right(section_starts, span.start) - 1
+        section = sections[j][1] if j >= 0 else ""
+        if section in self.ignore_sections and value is not None:
+            value, note = None, f"section {section}"
+        return [
+            Mention(
+                abnormality=name,
+                value=value,
+                start_char=span.start_char,
+                end_char=span.end_char,
+                sentence=sentence,
+                section=section,
+                laterality=side,
+                lobe=lobe,
+                size_mm=size,
+                text=span.text,
+                modifiers=";".join(sorted(c.lower() for c in categories)),
+                note=note,
+            )
+            for name in names
+        ]
+
+    @staticmethod
+    def _value(categories: set[str], fixed: int | None) -> tuple[Label, str]:
+        if fixed is not None:  # a statement of normality ("heart size is normal")
+            return fixed, ""
+        # Negation first: "no finding suggestive of X" carries both modifiers and denies X.
+        if "NEGATED_EXISTENCE" in categories:
+            return ABSENT, ""
+        if "POSSIBLE_EXISTENCE" in categories:
+            return UNCERTAIN, ""
+        if "HISTORICAL" in categories:
+            return None, "historical"
+        if "HYPOTHETICAL" in categories:
+            return None, "hypothetical"
+        return PRESENT, ""

@@ -1,0 +1,177 @@
+"""The report labeller: negation, uncertainty, history, pseudo-negation, sections, precedence, evidence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from exact_ct.reports import BinaryPolicy, ReportLabeller, RuleError, combine, load_rules, to_binary
+from exact_ct.reports.evidence import laterality, lobes, size_near
+from exact_ct.reports.fastmatch import necessary_factors
+from exact_ct.reports.rules import DEFAULT_RULES_DIR
+from exact_ct.schema import ABNORMALITIES
+
+
+@pytest.fixture(scope="module")
+def labeller() -> ReportLabeller:
+    return ReportLabeller()
+
+
+def labels(labeller: ReportLabeller, text: str) -> dict[str, int]:
+    return {a: v for a, v in zip(ABNORMALITIES, labeller.label(text).labels, strict=True) if v is not None}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FINDINGS: No pleural effusion.",  # header inline with the text (SETUP-NOTES: default rules failed)
+        "FINDINGS:\nNo pleural effusion.",
+        "Pleural effusion-thickening was not detected in both hemithorax.",
+        "There is no evidence of pleural effusion.",
+        "The pleural effusion seen on the previous examination has resolved.",
+    ],
+)
+def test_negated_effusion_is_absent(labeller: ReportLabeller, text: str) -> None:
+    assert labels(labeller, text) == {"Pleural effusion": 0}
+
+
+def test_affirmed_findings_with_synonyms_are_present(labeller: ReportLabeller) -> None:
+    text = (
+        "Ground-glass opacities in the right lower lobe. Atelectatic bands at both bases. "
+        "Bullae in the apices. Bronchiectatic changes in the lower lobes. Calcific plaques in the aortic wall. "
+        "A pacemaker with leads terminating in the right ventricle. Median sternotomy wires. "
+        "Pathologically enlarged lymph nodes in the mediastinum."
+    )
+    got = labels(labeller, text)
+    for name in ("Lung opacity", "Atelectasis", "Emphysema", "Bronchiectasis", "Arterial wall calcification",
+                 "Medical material", "Lymphadenopathy"):  # fmt: skip
+        assert got.get(name) == 1, name
+
+
+def test_pseudo_negation_keeps_the_finding(labeller: ReportLabeller) -> None:
+    assert labels(labeller, "No change in the known nodule in the right upper lobe.") == {"Lung nodule": 1}
+    assert labels(labeller, "No significant change in the size of the left pleural effusion.") == {
+        "Pleural effusion": 1
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Atelectasis cannot be excluded.",
+        "Findings may be compatible with atelectasis.",
+        "Possible atelectasis in the left lower lobe.",
+        "Subsegmental atelectasis (?) in the lingula.",
+    ],
+)
+def test_hedged_mention_is_uncertain(labeller: ReportLabeller, text: str) -> None:
+    assert labels(labeller, text) == {"Atelectasis": -1}
+
+
+def test_history_and_hypothetical_mentions_do_not_label(labeller: ReportLabeller) -> None:
+    assert labels(labeller, "History of pneumothorax and consolidation.") == {}
+    assert (
+        labels(labeller, "CLINICAL INFORMATION: evaluate for pleural effusion.\nFINDINGS: Lungs are clear.")
+        == {}
+    )
+    res = labeller.label("CLINICAL INFORMATION:\nCough, consolidation?\n\nIMPRESSION:\nNo consolidation.")
+    assert labels(
+        labeller, "CLINICAL INFORMATION:\nCough, consolidation?\n\nIMPRESSION:\nNo consolidation."
+    ) == {"Consolidation": 0}
+    assert {m.section for m in res.mentions} == {"clinical_information", "impression"}
+
+
+def test_precedence_present_over_uncertain_over_absent() -> None:
+    assert combine([0, 1, -1]) == 1
+    assert combine([0, -1]) == -1
+    assert combine([0, None]) == 0
+    assert combine([None]) is None
+
+
+def test_report_level_precedence(labeller: ReportLabeller) -> None:
+    text = "No pleural effusion on the left. Small pleural effusion on the right."
+    assert labels(labeller, text)["Pleural effusion"] == 1
+
+
+def test_vascular_calcification_is_routed_by_the_sentence(labeller: ReportLabeller) -> None:
+    assert labels(labeller, "Calcified atheroma plaques in the coronary arteries.") == {
+        "Coronary artery wall calcification": 1
+    }
+    assert labels(labeller, "Atherosclerotic calcifications in the thoracic aorta.") == {
+        "Arterial wall calcification": 1
+    }
+
+
+def test_non_lung_nodule_and_subcutaneous_emphysema_are_not_labelled(labeller: ReportLabeller) -> None:
+    assert labels(labeller, "A 12 mm nodule in the left lobe of the thyroid gland.") == {}
+    assert labels(labeller, "Subcutaneous emphysema in the left chest wall.") == {}
+
+
+def test_evidence_carries_offsets_section_laterality_lobe_and_size(labeller: ReportLabeller) -> None:
+    text = "FINDINGS:\nA 13x9 mm nodule in the right upper lobe.\nIMPRESSION:\nBilateral pleural effusion."
+    res = labeller.label(text)
+    nodule = next(m for m in res.mentions if m.abnormality == "Lung nodule")
+    assert text[nodule.start_char : nodule.end_char] == "nodule"
+    assert (nodule.section, nodule.laterality, nodule.lobe, nodule.size_mm) == (
+        "findings",
+        "right",
+        "RUL",
+        13.0,
+    )
+    effusion = next(m for m in res.mentions if m.abnormality == "Pleural effusion")
+    assert (effusion.section, effusion.laterality, effusion.value) == ("impression", "bilateral", 1)
+
+
+def test_evidence_helpers() -> None:
+    assert size_near("A 2.5 cm mass and a 4 mm nodule", 26) == 4.0
+    assert size_near("A 2.5 cm mass and a 4 mm nodule", 5) == 25.0
+    assert size_near("no size here", 0) is None
+    assert laterality("in both lungs") == "bilateral"
+    assert laterality("left lower lobe") == "left"
+    assert lobes("right lower lobe and the lingula") == "RLL;lingula"
+    assert lobes("upper lobes of both lungs") == "LUL;RUL"
+
+
+def test_binary_policy() -> None:
+    default = BinaryPolicy()
+    assert [to_binary(v, default) for v in (1, 0, -1, None)] == [1, 0, 1, 0]
+    masked = BinaryPolicy(not_mentioned=None, uncertain=None)
+    assert [to_binary(v, masked) for v in (1, 0, -1, None)] == [1, 0, None, None]
+    with pytest.raises(ValueError, match="uncertain"):
+        BinaryPolicy(uncertain=2)
+
+
+def test_rules_load_by_path_and_bad_rules_are_named(tmp_path: Path) -> None:
+    for name in ("sections.json", "targets.json", "context.json"):
+        shutil.copy(DEFAULT_RULES_DIR / name, tmp_path / name)
+    assert load_rules(tmp_path).digest == load_rules().digest
+    data = json.loads((tmp_path / "targets.json").read_text())
+    data["target_rules"].append({"literal": "x", "category": "Lung nodules", "pattern": "x"})
+    (tmp_path / "targets.json").write_text(json.dumps(data))
+    with pytest.raises(RuleError, match="Lung nodules"):
+        load_rules(tmp_path)
+    (tmp_path / "context.json").unlink()
+    with pytest.raises(RuleError, match="context.json"):
+        load_rules(tmp_path)
+
+
+def test_a_custom_rule_file_changes_the_labels(tmp_path: Path) -> None:
+    for name in ("sections.json", "targets.json", "context.json"):
+        shutil.copy(DEFAULT_RULES_DIR / name, tmp_path / name)
+    data = json.loads((tmp_path / "targets.json").read_text())
+    data["target_rules"].append(
+        {"literal": "tree-in-bud", "category": "Consolidation", "pattern": r"\bxyzzy\b"}
+    )
+    (tmp_path / "targets.json").write_text(json.dumps(data))
+    custom = ReportLabeller(tmp_path)
+    assert labels(custom, "Xyzzy in the right lung.") == {"Consolidation": 1}
+
+
+def test_regex_prefilter_factors_are_necessary() -> None:
+    assert necessary_factors(r"\b(?:pleural )?effusions?\b") == frozenset({"effusion"})
+    assert necessary_factors(r"\b(?:cat|dog)s?\b") == frozenset({"cat", "dog"})
+    assert necessary_factors(r"\b(?:ox|ax)en\b") is None  # no literal of 3+ characters: always run
+    assert necessary_factors(r"\bhiat(?:al|us) hernias?") == frozenset({" hernia"})
