@@ -21,6 +21,10 @@ class NetworkConfig:
         num_res_units: convolutions per residual block (``residual`` backbone only).
         norm: MONAI norm name (``instance`` works with batch size 1 on CPU).
         dropout: dropout probability inside blocks (0 keeps training bit-reproducible and cheap).
+        detach_organ_features: the anomaly decoder reads the organ decoder's features without sending
+            gradients back into it. Measured at initialisation on the demo data: the MIL loss's gradient
+            norm was 4x the organ loss's (17.5 vs 4.1), and without the detach the organ decoder had not
+            learnt any organ but the body after 6 epochs.
     """
 
     backbone: str = "residual"
@@ -29,6 +33,7 @@ class NetworkConfig:
     num_res_units: int = 1
     norm: str = "instance"
     dropout: float = 0.0
+    detach_organ_features: bool = True
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:

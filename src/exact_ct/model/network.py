@@ -103,7 +103,8 @@ class ExactNet(nn.Module):
         a = self.anomaly_in(skips[-1])
         half = a
         for i in range(n - 2, -1, -1):
-            a = self.anomaly_dec[i](torch.cat([self.anomaly_up[i](a), skips[i], organ_feats[i]], dim=1))
+            o_i = organ_feats[i].detach() if self.cfg.detach_organ_features else organ_feats[i]
+            a = self.anomaly_dec[i](torch.cat([self.anomaly_up[i](a), skips[i], o_i], dim=1))
             if i == 1:
                 half = a
         return NetworkOutput(

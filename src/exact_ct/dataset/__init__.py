@@ -1,0 +1,1 @@
+"""Dataset building: fingerprint, model-grid plan, resampling, cache, patient-level split, label policy."""

@@ -1,0 +1,193 @@
+"""The model grid: fixed physical spacing, crop/pad around the body, and resampling both ways.
+
+Every volume is resampled onto an axis-aligned RAS+ grid of ``size_xyz`` voxels at ``spacing_xyz_mm``
+centred on the centre of the body's bounding box. Unlike EXACT's resize to 64x128x128 this keeps the
+physical scale identical for every study (a 10 mm nodule is always 10 mm); a body larger than the grid
+is cropped symmetrically around its centre, a smaller one padded with air. The grid affine is stored
+with each cached study so that model outputs map back onto the canonical (ingest) grid exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+AIR_HU = -1024.0
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """The preprocessing spec every study (training and inference) goes through.
+
+    Attributes:
+        spacing_xyz_mm: target voxel size in mm along x, y, z (RAS+).
+        size_xyz: target grid size in voxels.
+        clip_hu: HU window applied before normalisation (from the fingerprint's body percentiles).
+        mean_hu: mean of clipped body HU (fingerprint); subtracted before dividing by ``std_hu``.
+        std_hu: standard deviation of clipped body HU (fingerprint).
+        body_threshold_hu: HU above which a voxel counts as body when locating the body's bounding box.
+        antialias: Gaussian pre-filter when downsampling (sigma as in scikit-image ``resize``).
+    """
+
+    spacing_xyz_mm: tuple[float, float, float]
+    size_xyz: tuple[int, int, int]
+    clip_hu: tuple[float, float] = (-1000.0, 1000.0)
+    mean_hu: float = -300.0
+    std_hu: float = 400.0
+    body_threshold_hu: float = -500.0
+    antialias: bool = True
+
+    def to_json(self) -> dict[str, object]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> GridPlan:
+        d = dict(data)
+        for key in ("spacing_xyz_mm", "size_xyz", "clip_hu"):
+            d[key] = tuple(d[key])  # type: ignore[arg-type]
+        d["size_xyz"] = tuple(int(v) for v in d["size_xyz"])  # type: ignore[union-attr]
+        d["spacing_xyz_mm"] = tuple(float(v) for v in d["spacing_xyz_mm"])  # type: ignore[union-attr]
+        return cls(**d)  # type: ignore[arg-type]
+
+
+def body_mask(hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
+    """The patient's body: largest connected component above ``threshold_hu`` (drops table and air noise)."""
+    fg = np.asarray(hu) > threshold_hu
+    labels, n = ndimage.label(fg)
+    if n == 0:
+        return fg
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def body_center_world(hu: np.ndarray, affine: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
+    """World (RAS mm) centre of the body's bounding box; the volume centre when no body is found."""
+    mask = body_mask(hu, threshold_hu)
+    if mask.any():
+        idx = np.argwhere(mask)
+        center_vox = (idx.min(0) + idx.max(0)) / 2.0
+    else:
+        center_vox = (np.asarray(hu.shape[:3]) - 1) / 2.0
+    return (np.asarray(affine, dtype=np.float64) @ np.append(center_vox, 1.0))[:3]
+
+
+def body_extent_mm(hu: np.ndarray, affine: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
+    """Size of the body's bounding box in mm along the world axes (for planning the grid size)."""
+    mask = body_mask(hu, threshold_hu)
+    if not mask.any():
+        return np.zeros(3)
+    idx = np.argwhere(mask)
+    corners = np.array(
+        np.meshgrid(*[[lo, hi] for lo, hi in zip(idx.min(0), idx.max(0), strict=True)])
+    ).reshape(3, -1)
+    world = np.asarray(affine)[:3, :3] @ corners + np.asarray(affine)[:3, 3:4]
+    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+    return world.max(1) - world.min(1) + spacing
+
+
+def grid_affine(plan: GridPlan, center_world: Sequence[float]) -> np.ndarray:
+    """Axis-aligned RAS+ affine of the model grid whose centre lies at ``center_world``."""
+    spacing = np.asarray(plan.spacing_xyz_mm, dtype=np.float64)
+    size = np.asarray(plan.size_xyz, dtype=np.float64)
+    aff = np.diag(np.append(spacing, 1.0))
+    aff[:3, 3] = np.asarray(center_world, dtype=np.float64) - (size - 1) / 2.0 * spacing
+    return aff
+
+
+def resample(
+    array: np.ndarray,
+    src_affine: np.ndarray,
+    dst_affine: np.ndarray,
+    dst_shape: Sequence[int],
+    *,
+    order: int,
+    cval: float = 0.0,
+    antialias: bool = False,
+    dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Resample ``array`` (x, y, z[, c]) from one voxel grid to another through world coordinates.
+
+    scipy's ``affine_transform`` handles any affine (oblique included). Masks use ``order=0``
+    (nearest, no new labels); images ``order=1``. With ``antialias`` a Gaussian with
+    sigma = max(0, (zoom - 1) / 2) voxels per axis is applied first when the target is coarser, as
+    scikit-image does, so that 0.7 mm noise does not alias into a 4 mm grid.
+    """
+    src_affine = np.asarray(src_affine, dtype=np.float64)
+    dst_affine = np.asarray(dst_affine, dtype=np.float64)
+    matrix = np.linalg.inv(src_affine) @ dst_affine
+    out_dtype = np.dtype(dtype) if dtype is not None else array.dtype
+    if array.ndim == 4:
+        out = np.empty((*dst_shape, array.shape[3]), dtype=out_dtype)
+        for c in range(array.shape[3]):
+            out[..., c] = resample(
+                array[..., c],
+                src_affine,
+                dst_affine,
+                dst_shape,
+                order=order,
+                cval=cval,
+                antialias=antialias,
+                dtype=out_dtype,
+            )
+        return out
+    data = np.asarray(array)
+    if order > 0:
+        data = data.astype(np.float32, copy=False)
+        if antialias:
+            zoom = np.sqrt((matrix[:3, :3] ** 2).sum(0))  # source voxels per destination voxel, per axis
+            sigma = np.maximum(0.0, (zoom - 1.0) / 2.0)
+            if np.any(sigma > 0):
+                data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
+    out = ndimage.affine_transform(
+        data,
+        matrix[:3, :3],
+        offset=matrix[:3, 3],
+        output_shape=tuple(int(s) for s in dst_shape),
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
+    )
+    if np.issubdtype(out_dtype, np.integer) and order > 0:
+        info = np.iinfo(out_dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(out_dtype, copy=False)
+
+
+def to_model_grid(hu: np.ndarray, affine: np.ndarray, plan: GridPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a canonical HU volume onto the model grid. Returns (int16 HU on the grid, grid affine)."""
+    center = body_center_world(hu, affine, plan.body_threshold_hu)
+    g_aff = grid_affine(plan, center)
+    image = resample(
+        hu, affine, g_aff, plan.size_xyz, order=1, cval=AIR_HU, antialias=plan.antialias, dtype=np.int16
+    )
+    return image, g_aff
+
+
+def mask_to_model_grid(mask: np.ndarray, affine: np.ndarray, g_aff: np.ndarray, plan: GridPlan) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map (uint8) onto the model grid."""
+    return resample(np.asarray(mask), affine, g_aff, plan.size_xyz, order=0, cval=0, dtype=np.uint8)
+
+
+def to_canonical(
+    array: np.ndarray,
+    g_aff: np.ndarray,
+    src_affine: np.ndarray,
+    src_shape: Sequence[int],
+    *,
+    order: int,
+    dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Map an array on the model grid (x, y, z[, c]) back onto the canonical grid; outside the crop is 0."""
+    return resample(array, g_aff, src_affine, tuple(src_shape)[:3], order=order, cval=0.0, dtype=dtype)
+
+
+def normalise(hu: np.ndarray, plan: GridPlan) -> np.ndarray:
+    """CT normalisation as in nnU-Net: clip to the fingerprint's body percentiles, then z-score (float32)."""
+    lo, hi = plan.clip_hu
+    x = np.clip(np.asarray(hu, dtype=np.float32), lo, hi)
+    return (x - np.float32(plan.mean_hu)) / np.float32(max(plan.std_hu, 1e-3))

@@ -1,0 +1,1 @@
+"""The EXACT model: network, organ-confined MIL pooling, losses, model package and inference."""

@@ -1,0 +1,98 @@
+"""Typed configuration of the train stage (params.yaml `train`, with `cpu-demo` and `gpu` profiles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from exact_ct.config import ConfigError, from_dict
+from exact_ct.model.config import NetworkConfig, PoolingConfig
+from exact_ct.model.losses import LossConfig
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation (training only). No flips: left/right organ labels would be wrong.
+
+    Attributes:
+        affine_prob: probability of a small random affine per study.
+        rotate_deg: maximum rotation about each axis, degrees.
+        scale: maximum relative scaling (0.1 = +-10 %).
+        translate_vox: maximum translation in voxels.
+        intensity_prob: probability of the intensity jitter (scale and shift of the normalised image).
+        intensity_scale: maximum relative intensity scaling.
+        intensity_shift: maximum additive shift (in normalised units).
+        noise_std: standard deviation of additive Gaussian noise (normalised units); 0 disables.
+    """
+
+    affine_prob: float = 0.5
+    rotate_deg: float = 5.0
+    scale: float = 0.05
+    translate_vox: float = 2.0
+    intensity_prob: float = 0.5
+    intensity_scale: float = 0.05
+    intensity_shift: float = 0.05
+    noise_std: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainProfile:
+    """One training profile.
+
+    Attributes:
+        network, pooling, loss, augment: see their classes.
+        epochs: passes over the training split.
+        batch_size: studies per step (per process under DDP).
+        lr: peak learning rate (AdamW), cosine decay after ``warmup_steps``.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        grad_clip: maximum gradient norm (0 disables); guards the shared encoder against MIL spikes.
+        workers: DataLoader worker processes (0 = in the main process).
+        threads: torch CPU threads (``torch.set_num_threads``).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        amp: mixed precision on CUDA: ``bf16``, ``fp16`` or ``none`` (ignored on CPU).
+        checkpoint_every_steps: steps between mid-epoch checkpoints (an epoch end always checkpoints).
+        pseudo_mask_start: probability, at epoch 0, of confining the MIL pooling with the pseudo masks
+            instead of the predicted organs; decays linearly to 0 over ``pseudo_mask_epochs``.
+        pseudo_mask_epochs: length of that decay.
+        cache_in_memory: keep the deterministic part of every study in RAM (small datasets).
+        deterministic: ``torch.use_deterministic_algorithms`` (CPU runs are then bit-reproducible).
+    """
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epochs: int = 10
+    batch_size: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    workers: int = 0
+    threads: int = 2
+    device: str = "auto"
+    amp: str = "bf16"
+    checkpoint_every_steps: int = 25
+    pseudo_mask_start: float = 1.0
+    pseudo_mask_epochs: int = 4
+    cache_in_memory: bool = True
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole `train` section: the active profile's name, the profiles, the package name, the seed."""
+
+    profile: str = "cpu-demo"
+    profiles: dict[str, Any] = field(default_factory=dict)
+    model_name: str = "exact-demo"
+    version: str = "0.1.0"
+    seed: int | None = None
+
+    def active(self) -> TrainProfile:
+        if not self.profiles:
+            return TrainProfile()
+        if self.profile not in self.profiles:
+            raise ConfigError(f"train.profile {self.profile!r} not in profiles {sorted(self.profiles)}")
+        return from_dict(TrainProfile, self.profiles[self.profile], f"train.profiles.{self.profile}")

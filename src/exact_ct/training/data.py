@@ -1,0 +1,202 @@
+"""Training data: MONAI dictionary transforms (deterministic part apart from random part), dataset, sampler.
+
+Reproducibility without shared RNG state: the random transforms of study ``i`` in epoch ``e`` are seeded
+with a hash of (seed, e, i), and the epoch's order with (seed, e). Results are therefore the same with
+0 or N DataLoader workers and after a resume in the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    MapTransform,
+    RandAffined,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+)
+from torch.utils.data import Dataset, Sampler
+
+from exact_ct.dataset.cache import load_npz
+from exact_ct.dataset.grid import GridPlan
+from exact_ct.dataset.labels import UNCERTAIN_PREFIX
+from exact_ct.schema import ABNORMALITIES
+from exact_ct.training.config import AugmentConfig
+
+IMAGE, ORGANS, LABELS, UNCERTAIN, INDEX = "image", "organs", "labels", "uncertain", "index"
+
+
+def derived_seed(*parts: int) -> int:
+    """A 31-bit seed from integers, stable across processes and Python versions (no ``hash()``)."""
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class LoadCachedStudyd(MapTransform):
+    """Load a cached study (npz path under key ``path``) into ``image`` (float32 HU) and ``organs`` (uint8)."""
+
+    def __init__(self, path_key: str = "path") -> None:
+        super().__init__(keys=[path_key])
+        self.path_key = path_key
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        arrays = load_npz(d.pop(self.path_key))
+        d[IMAGE] = arrays["image"].astype(np.float32)
+        d[ORGANS] = arrays["organs"]
+        return d
+
+
+def deterministic_transforms(plan: GridPlan) -> Compose:
+    """Load, add channel, window and z-score with the plan's fingerprint statistics (nnU-Net CT scheme)."""
+    lo, hi = plan.clip_hu
+    std = max(plan.std_hu, 1e-3)
+    return Compose(
+        [
+            LoadCachedStudyd(),
+            EnsureChannelFirstd(keys=[IMAGE, ORGANS], channel_dim="no_channel"),
+            ScaleIntensityRanged(
+                keys=[IMAGE],
+                a_min=lo,
+                a_max=hi,
+                b_min=(lo - plan.mean_hu) / std,
+                b_max=(hi - plan.mean_hu) / std,
+                clip=True,
+            ),
+            EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False),
+            EnsureTyped(keys=[ORGANS], dtype=torch.uint8, track_meta=False),
+        ]
+    )
+
+
+def random_transforms(cfg: AugmentConfig) -> Compose:
+    """Small affine (organs nearest) and intensity jitter. No flips: they would swap left and right lungs."""
+    rot = math.radians(cfg.rotate_deg)
+    ts: list[Any] = []
+    if cfg.affine_prob > 0:
+        ts.append(
+            RandAffined(
+                keys=[IMAGE, ORGANS],
+                prob=cfg.affine_prob,
+                rotate_range=(rot, rot, rot),
+                scale_range=(cfg.scale, cfg.scale, cfg.scale),
+                translate_range=(cfg.translate_vox,) * 3,
+                mode=("bilinear", "nearest"),
+                padding_mode=("border", "zeros"),
+            )
+        )
+    if cfg.intensity_prob > 0:
+        ts.append(RandScaleIntensityd(keys=[IMAGE], factors=cfg.intensity_scale, prob=cfg.intensity_prob))
+        ts.append(RandShiftIntensityd(keys=[IMAGE], offsets=cfg.intensity_shift, prob=cfg.intensity_prob))
+    if cfg.noise_std > 0:
+        ts.append(RandGaussianNoised(keys=[IMAGE], std=cfg.noise_std, prob=1.0))
+    ts.append(EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False))
+    ts.append(EnsureTyped(keys=[ORGANS], dtype=torch.uint8, track_meta=False))
+    return Compose(ts)
+
+
+class StudyDataset(Dataset):
+    """Studies of one split; deterministic transforms applied once (cached) or per access.
+
+    Items: ``image`` (1, x, y, z) float32, ``organs`` (1, x, y, z) uint8, ``labels`` and ``uncertain``
+    (18,) float32, ``index`` (row in the split).
+    """
+
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        dataset_dir: Path,
+        plan: GridPlan,
+        augment: AugmentConfig | None = None,
+        *,
+        seed: int = 0,
+        cache_in_memory: bool = True,
+    ) -> None:
+        self.rows = rows.reset_index(drop=True)
+        self.paths = [str(Path(dataset_dir) / c) for c in self.rows["cache"]]
+        self.labels = self.rows[list(ABNORMALITIES)].to_numpy(dtype=np.float32)
+        self.uncertain = self.rows[[UNCERTAIN_PREFIX + n for n in ABNORMALITIES]].to_numpy(dtype=np.float32)
+        self.det = deterministic_transforms(plan)
+        self.rand = random_transforms(augment) if augment is not None else None
+        self.seed = seed
+        self.epoch = 0
+        self._cache: list[dict[str, Any]] | None = None
+        if cache_in_memory:
+            self._cache = [self.det({"path": p}) for p in self.paths]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set before creating the DataLoader iterator: workers are forked with this value."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        base = self._cache[i] if self._cache is not None else self.det({"path": self.paths[i]})
+        d = {IMAGE: base[IMAGE], ORGANS: base[ORGANS]}
+        if self.rand is not None:
+            self.rand.set_random_state(seed=derived_seed(self.seed, self.epoch, i))
+            d = self.rand(d)
+        d[LABELS] = torch.from_numpy(self.labels[i])
+        d[UNCERTAIN] = torch.from_numpy(self.uncertain[i])
+        d[INDEX] = i
+        return d
+
+
+class EpochSampler(Sampler[int]):
+    """Seeded per-epoch permutation, sharded by rank (DDP), optionally skipping already-done samples.
+
+    ``skip`` is the number of this rank's samples already consumed in the epoch (resume mid-epoch).
+    Every rank receives the same number of samples (the permutation is padded by wrapping around).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        epoch: int,
+        *,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        skip: int = 0,
+    ) -> None:
+        self.n, self.seed, self.epoch, self.shuffle = n, seed, epoch, shuffle
+        self.rank, self.world, self.skip = rank, world, skip
+
+    def indices(self) -> list[int]:
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            if self.shuffle
+            else np.arange(self.n)
+        )
+        per_rank = math.ceil(self.n / self.world)
+        padded = np.resize(order, per_rank * self.world)
+        return [int(i) for i in padded[self.rank :: self.world]]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, math.ceil(self.n / self.world) - self.skip)
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; plain metadata-free batches (no MONAI MetaTensor overhead)."""
+    out: dict[str, Any] = {}
+    for key in (IMAGE, ORGANS, LABELS, UNCERTAIN):
+        out[key] = torch.stack([torch.as_tensor(it[key]) for it in items])
+    out[INDEX] = torch.tensor([it[INDEX] for it in items])
+    return out
