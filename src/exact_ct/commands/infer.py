@@ -33,6 +33,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=Path("params.yaml"),
         help="params.yaml whose `ingest` and `pseudo_masks` sections are used when it exists",
     )
+    p.add_argument(
+        "--zero-shot-seg",
+        metavar="NAMES",
+        help='also write zero_shot_seg.nii.gz: the named maps averaged and thresholded, e.g. "Lung opacity,'
+        'Consolidation"; --zero-shot-threshold "5%%" keeps the top 5%% of their organ region, "0.3" is absolute',
+    )
+    p.add_argument("--zero-shot-threshold", default="5%", metavar="SPEC", help="top-k%% (e.g. 5%%) or level")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from exact_ct.ingest import IngestConfig
     from exact_ct.masks import PseudoMasksParams
 
+    if args.zero_shot_seg:  # a misspelt name or threshold fails before the model runs
+        from exact_ct.transfer.zeroshot import Threshold, parse_names
+
+        parse_names(args.zero_shot_seg)
+        Threshold.parse(args.zero_shot_threshold)
     have = args.params is not None and args.params.exists()
     ingest_cfg = section(IngestConfig, "ingest", args.params) if have else IngestConfig()
     masks = section(PseudoMasksParams, "pseudo_masks", args.params) if have else PseudoMasksParams()
@@ -59,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     except StudyRejected as e:
         print(f"exact infer: {e}", file=sys.stderr)
         return 1
+    if args.zero_shot_seg:
+        from exact_ct.transfer.zeroshot import write_zero_shot
+
+        zs = write_zero_shot(args.out, args.zero_shot_seg, args.zero_shot_threshold)
+        print(f"infer: zero-shot segmentation {zs['voxels']} voxels ({zs['volume_ml']} ml)")
     found = ", ".join(res.positives) if res.positives else "none above threshold"
     print(f"infer: {found}; wrote {res.out_dir} in {res.seconds:.1f} s")
     return 0

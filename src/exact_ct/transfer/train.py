@@ -1,0 +1,244 @@
+"""Few-label training of a TransferNet: segmentation (Dice + BCE per voxel) or classification (BCE on
+organ-confined top-k pooled probabilities), plus the linear probe on frozen per-organ embeddings.
+
+Deterministic for a seed on CPU: weight init, epoch order and the train/validation split are functions of
+``cfg.seed`` only. Inputs are arrays already on the model grid (:mod:`exact_ct.transfer.data`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from exact_ct.model.package import ModelPackage
+from exact_ct.transfer.config import FinetuneConfig
+from exact_ct.transfer.data import Sample
+from exact_ct.transfer.model import (
+    TransferNet,
+    build_net,
+    freeze_encoder,
+    pooled_probability,
+    region_mask,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Samples as tensors, with what the frozen pretrained model says about each (computed once).
+
+    Attributes:
+        images: (N, 1, X, Y, Z) float32.
+        maps: (N, 18, X, Y, Z) float16 pretrained anomaly maps, or None without a base model.
+        organs: (N, X, Y, Z) uint8 organs predicted by the base model, or None.
+        masks: (N, 1, X, Y, Z) float32 segmentation targets, or None.
+        labels: (N,) float32 classification targets, or None.
+    """
+
+    ids: list[str]
+    images: torch.Tensor
+    maps: torch.Tensor | None
+    organs: np.ndarray | None
+    masks: torch.Tensor | None
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@torch.no_grad()
+def prepare(samples: list[Sample], base: ModelPackage | None, device: str = "cpu") -> Prepared:
+    """Stack samples and run the frozen base model once per study (maps and organs)."""
+    from exact_ct.model.inference import infer_grid
+
+    if not samples:
+        raise ValueError("no labelled studies left to fine-tune on (see quarantine.csv)")
+    images = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))[:, None]
+    maps = organs = None
+    if base is not None:
+        res = [infer_grid(s.image, base, device) for s in samples]
+        maps = torch.from_numpy(np.stack([r.maps for r in res]).astype(np.float16))
+        organs = np.stack([r.organ_probs.argmax(0).astype(np.uint8) for r in res])
+    masks = labels = None
+    if samples[0].mask is not None:
+        masks = torch.from_numpy(np.stack([np.asarray(s.mask) for s in samples]).astype(np.float32))[:, None]
+    else:
+        labels = np.array([s.label for s in samples], np.float32)
+    return Prepared([s.study_id for s in samples], images, maps, organs, masks, labels)
+
+
+def split_indices(n: int, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split; validation is empty when there is a single study."""
+    order = np.random.default_rng([cfg.seed, 3]).permutation(n)
+    n_val = 0 if n < 2 or cfg.val_fraction <= 0 else max(1, int(round(cfg.val_fraction * n)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _segmentation_loss() -> Any:
+    from monai.losses import DiceCELoss
+
+    # batch=True: Dice over the whole batch, so a study without lesion does not give a 0/0 Dice.
+    return DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+
+
+def fit(
+    kind: str,
+    data: Prepared,
+    train_idx: np.ndarray,
+    cfg: FinetuneConfig,
+    base: ModelPackage | None,
+    network: Any,
+) -> tuple[TransferNet, list[float]]:
+    """Build the network (pretrained or scratch, frozen encoder or not) and train it; returns (net, losses)."""
+    torch.set_num_threads(max(1, cfg.threads))
+    maps_input = cfg.maps_input and data.maps is not None
+    if cfg.maps_input and data.maps is None:
+        raise ValueError("finetune.maps_input needs the pretrained package's anomaly maps")
+    net = build_net(network, base, pretrained=cfg.init == "pretrained", maps_input=maps_input, seed=cfg.seed)
+    if cfg.freeze_encoder:
+        freeze_encoder(net)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    seg_loss = _segmentation_loss() if kind == "segmentation" else None
+    region = None
+    pos_weight = 1.0
+    if kind == "classify":
+        if data.labels is None:
+            raise ValueError("classification needs study labels")
+        y = data.labels[train_idx]
+        if len(set(y.tolist())) < 2:
+            raise ValueError(f"classification needs both classes among the training studies, got {set(y)}")
+        pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
+        organs = (
+            data.organs
+            if data.organs is not None
+            else np.zeros(tuple(data.images.shape[:1]) + tuple(data.images.shape[2:]), np.uint8)
+        )
+        region = torch.from_numpy(region_mask(organs, cfg.region if data.organs is not None else ()))
+    losses: list[float] = []
+    net.train()
+    for epoch in range(cfg.epochs):
+        order = train_idx[np.random.default_rng([cfg.seed, 5, epoch]).permutation(len(train_idx))]
+        total, steps = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            b = torch.from_numpy(order[start : start + cfg.batch_size])
+            extra = data.maps[b].float() if maps_input and data.maps is not None else None
+            logits = net(data.images[b], extra)
+            if seg_loss is not None:
+                assert data.masks is not None
+                loss = seg_loss(logits, data.masks[b])
+            else:
+                assert region is not None and data.labels is not None
+                p = pooled_probability(logits, region[b], cfg.k_train).clamp(1e-6, 1 - 1e-6)
+                t = torch.from_numpy(data.labels[b.numpy()])
+                w = torch.where(t > 0.5, torch.full_like(t, pos_weight), torch.ones_like(t))
+                loss = F.binary_cross_entropy(p, t, weight=w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.item())
+            steps += 1
+        losses.append(total / max(1, steps))
+        log.debug("finetune epoch %d: loss %.4f", epoch, losses[-1])
+    net.eval()
+    return net, losses
+
+
+@torch.no_grad()
+def predict_maps(net: TransferNet, data: Prepared, idx: np.ndarray) -> np.ndarray:
+    """(n, X, Y, Z) float32 sigmoid lesion maps of the studies ``idx``."""
+    out = []
+    for i in idx:
+        extra = data.maps[i : i + 1].float() if net.n_extra and data.maps is not None else None
+        out.append(net(data.images[i : i + 1], extra).sigmoid()[0, 0].numpy())
+    return np.stack(out) if out else np.zeros((0, *data.images.shape[2:]), np.float32)
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float | None:
+    """Dice of two binary masks; None when both are empty (no lesion, none predicted)."""
+    a, b = np.asarray(pred, bool), np.asarray(ref, bool)
+    denom = int(a.sum()) + int(b.sum())
+    return 2.0 * float((a & b).sum()) / denom if denom else None
+
+
+def segmentation_metrics(probs: np.ndarray, masks: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Mean Dice over studies with a lesion (or a false-positive prediction) at ``threshold``."""
+    per = [dice(p >= threshold, m > 0.5) for p, m in zip(probs, masks, strict=True)]
+    defined = [d for d in per if d is not None]
+    return {
+        "dice": float(np.mean(defined)) if defined else None,
+        "dice_per_study": per,
+        "studies": len(per),
+    }
+
+
+@torch.no_grad()
+def classify_probs(net: TransferNet, data: Prepared, idx: np.ndarray, cfg: FinetuneConfig) -> np.ndarray:
+    maps = predict_maps(net, data, idx)
+    organs = data.organs[idx] if data.organs is not None else np.zeros(maps.shape, np.uint8)
+    region = torch.from_numpy(region_mask(organs, cfg.region if data.organs is not None else ()))
+    logits = torch.logit(torch.from_numpy(maps)[:, None].clamp(1e-7, 1 - 1e-7))
+    return pooled_probability(logits, region, cfg.k_test).numpy()
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, float)
+    p = np.asarray(p, float)
+    auroc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
+    acc = float(((p >= threshold) == (y > 0.5)).mean()) if len(y) else None
+    return {"auroc": auroc, "accuracy": acc, "studies": len(y), "positives": int((y > 0.5).sum())}
+
+
+# --- linear probe -------------------------------------------------------------------------------------
+
+
+def probe_features(samples_images: torch.Tensor, base: ModelPackage) -> np.ndarray:
+    """(N, 9 * dim + 18) study vectors of frozen per-organ embeddings (see exact_ct.transfer.embed)."""
+    from exact_ct.transfer.embed import embedding_dim, organ_embeddings, study_vector
+
+    dim = embedding_dim(base.net)
+    return np.stack([study_vector(organ_embeddings(base, img[0].numpy()), dim) for img in samples_images])
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Standardise + L2 logistic regression; returned as plain numbers (no pickles in the package)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(np.asarray(y).tolist())) < 2:
+        raise ValueError("the linear probe needs both classes among the training studies")
+    mean = x.mean(0)
+    scale = x.std(0)
+    scale[scale < 1e-8] = 1.0
+    clf = LogisticRegression(C=cfg.probe_c, max_iter=2000, class_weight="balanced")
+    clf.fit((x - mean) / scale, y)
+    return {
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "coef": clf.coef_[0].tolist(),
+        "intercept": float(clf.intercept_[0]),
+    }
+
+
+def apply_probe(probe: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    z = (x - np.asarray(probe["mean"])) / np.asarray(probe["scale"])
+    logit = z @ np.asarray(probe["coef"]) + float(probe["intercept"])
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj

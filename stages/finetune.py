@@ -1,0 +1,63 @@
+"""DVC stage `finetune@<task>`: fine-tune the candidate model on one task of params.yaml `finetune.tasks`.
+
+Usage (paths come from dvc.yaml templating; ``foreach: ${finetune.tasks}`` gives ``${key}``)::
+
+    python -m stages.finetune --params params.yaml --task consolidation_seg --model models/candidate \
+        --data data/processed/build_dataset --out models/finetune/consolidation_seg \
+        --metrics reports/finetune/consolidation_seg.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stages.finetune", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--task", required=True, help="a key of finetune.tasks")
+    parser.add_argument("--model", type=Path, required=True, help="pretrained model package")
+    parser.add_argument("--data", type=Path, required=True, help="build_dataset folder or task data folder")
+    parser.add_argument("--out", type=Path, required=True, help="fine-tuned package folder")
+    parser.add_argument(
+        "--metrics", type=Path, required=True, help="metrics JSON (reports/finetune/<task>.json)"
+    )
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threads slow shared cores
+    from exact_ct.config import load_params, section
+    from exact_ct.io import write_json_atomic
+    from exact_ct.logs import setup_logging
+    from exact_ct.transfer.config import FinetuneSection
+    from exact_ct.transfer.pipeline import run_finetune
+
+    setup_logging()
+    sec = section(FinetuneSection, "finetune", args.params)
+    spec, cfg = sec.task(args.task)
+    params = load_params(args.params)
+    used = {
+        "finetune": {
+            "defaults": params["finetune"].get("defaults"),
+            "task": params["finetune"]["tasks"][args.task],
+        }
+    }
+    metrics = run_finetune(
+        spec.kind,
+        args.model,
+        args.out,
+        cfg,
+        data=args.data,
+        labels=Path(spec.labels) if spec.labels else None,
+        column=spec.target or "label",
+        target=spec.target,
+        max_studies=spec.max_studies,
+        params_used=used,
+    )
+    write_json_atomic(args.metrics, {"name": args.task, **metrics})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
