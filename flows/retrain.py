@@ -93,7 +93,9 @@ def retrain(repo: str = ".", inbox: str | None = None, push: bool = True) -> dic
         create_markdown_artifact(key="retrain-summary", markdown="# retrain\n\nNothing new.\n")
         return {"status": "nothing new", "batches": [], "stages": []}
 
-    results = [repro_stage(stage, str(repo_path)) for stage in dvc_tasks.pipeline_stages(repo_path)]
+    skip = set(_retrain_params(repo_path).get("skip_stages") or [])
+    stages = [s for s in dvc_tasks.pipeline_stages(repo_path) if s not in skip]
+    results = [repro_stage(stage, str(repo_path)) for stage in stages]
     if push:
         push_outputs(str(repo_path))
 
@@ -108,6 +110,13 @@ def retrain(repo: str = ".", inbox: str | None = None, push: bool = True) -> dic
     )
     logger.info("retrain done: %d new batch(es), %d stage group(s)", len(new_batches), len(results))
     return {"status": "ran", "batches": new_batches, "stages": results, "summary": summary}
+
+
+def _retrain_params(repo: Path) -> dict[str, Any]:
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8")) or {}
+    return params.get("retrain") or {}
 
 
 def _collect(repo: Path, new_batches: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
