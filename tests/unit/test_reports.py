@@ -175,3 +175,31 @@ def test_regex_prefilter_factors_are_necessary() -> None:
     assert necessary_factors(r"\b(?:cat|dog)s?\b") == frozenset({"cat", "dog"})
     assert necessary_factors(r"\b(?:ox|ax)en\b") is None  # no literal of 3+ characters: always run
     assert necessary_factors(r"\bhiat(?:al|us) hernias?") == frozenset({" hernia"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Pleuroparenchymal density increases are observed in both apices.", "Pulmonary fibrotic sequela"),
+        ("Pleuroparenchymal recession in the middle lobe of the right lung.", "Pulmonary fibrotic sequela"),
+        (
+            "Thickening of the peribronchovascular interstitium in the lower lobes.",
+            "Peribronchial thickening",
+        ),
+        ("Linear density increases are observed in the lingula.", "Lung opacity"),
+    ],
+)
+def test_ctrate_synonyms(labeller: ReportLabeller, text: str, expected: str) -> None:
+    assert labels(labeller, text).get(expected) == 1
+
+
+def test_ground_glass_consolidation_is_an_opacity_not_a_consolidation(labeller: ReportLabeller) -> None:
+    got = labels(labeller, "Nodular ground-glass consolidations in both lungs.")
+    assert got.get("Lung opacity") == 1 and "Consolidation" not in got
+
+
+def test_denies_negates_and_context_ignores_sentences_without_targets(labeller: ReportLabeller) -> None:
+    assert labels(labeller, "The patient denies any pleural effusion.") == {"Pleural effusion": 0}
+    # The negation sits in another sentence: ConText (which only scans sentences holding a target) must
+    # not reach across the sentence end.
+    assert labels(labeller, "No mass is seen.\nMild emphysema in both lungs.") == {"Emphysema": 1}

@@ -1,8 +1,9 @@
 """Accuracy floors on real reports (CT-RATE manual labels, NegEx) and agreement on synthetic reports.
 
-The floors sit just below what the labeller reaches (macro F1 0.945, weakest labels Lung opacity and
-Peribronchial thickening at ~0.84; see benchmarks/label_accuracy.py) so that a rule change that costs
-accuracy fails CI. The project's goal (macro 0.98, every label >= 0.93) is not reached yet. CT-RATE reports: Hamamci et al., CC BY-NC-SA 4.0.
+The floors sit just below what the labeller reaches (macro F1 0.947, weakest labels Lung opacity and
+Peribronchial thickening at ~0.845; NegEx negated F1 0.94; see benchmarks/label_accuracy.py) so that a
+rule change that costs accuracy fails CI. The project's goal (macro 0.98, every label >= 0.93) and the
+issue's CI floor of 0.95 are not reached yet. CT-RATE reports: Hamamci et al., CC BY-NC-SA 4.0.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from exact_ct.reports.table import compose_report
 from exact_ct.schema import ABNORMALITIES
 
 MACRO_F1_FLOOR = 0.94
-LABEL_F1_FLOOR = 0.80
-NEGATED_F1_FLOOR = 0.80
+LABEL_F1_FLOOR = 0.82
+NEGATED_F1_FLOOR = 0.90
 
 
 @pytest.fixture(scope="module")

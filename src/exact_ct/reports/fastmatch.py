@@ -93,21 +93,49 @@ def necessary_factors(pattern: str) -> Factors:
 _BREAK = re.compile(r"[.;!?](?=\s)|\n")
 
 
-def _windows(low: str, factors: Factors, breaks: list[int]) -> list[tuple[int, int]]:
-    """Merged (start, end) character ranges of the clauses that contain a factor of the rule."""
-    if factors is None:
-        return [(0, len(low))]
-    found: list[tuple[int, int]] = []
-    for f in factors:
-        i = low.find(f)
+def _positions(low: str, factor: str, cache: dict[str, list[int]]) -> list[int]:
+    """Start offsets of ``factor`` in ``low``; cached per document (rules and matchers share factors)."""
+    found = cache.get(factor)
+    if found is None:
+        found = []
+        i = low.find(factor)
         while i != -1:
+            found.append(i)
+            i = low.find(factor, i + 1)
+        cache[factor] = found
+    return found
+
+
+def _windows(
+    low: str,
+    factors: Factors,
+    breaks: list[int],
+    cache: dict[str, list[int]],
+    regions: list[tuple[int, int]] | None = None,
+) -> list[tuple[int, int]]:
+    """Merged (start, end) character ranges of the clauses that contain a factor of the rule.
+
+    ``regions`` (sorted, disjoint) restricts the search: the ConText matcher only needs the sentences that
+    hold a target, since a modifier never reaches outside its sentence.
+    """
+    if factors is None:
+        return [(0, len(low))] if regions is None else regions
+    found: list[tuple[int, int]] = []
+    last_hi = -1
+    for f in factors:
+        for i in _positions(low, f, cache):
+            if i < last_hi and found and found[-1][0] <= i:
+                continue  # inside the clause just added
             # from just after the previous break to just after the next one
             k = bisect.bisect_left(breaks, i)
             lo = breaks[k - 1] + 1 if k > 0 else 0
             j = bisect.bisect_left(breaks, i + len(f))
             hi = breaks[j] + 1 if j < len(breaks) else len(low)
             found.append((lo, hi))
-            i = low.find(f, hi)
+            last_hi = hi
+        last_hi = -1
+    if regions is not None and found:
+        found = _clip(found, regions)
     if len(found) <= 1:
         return found
     found.sort()
@@ -120,11 +148,53 @@ def _windows(low: str, factors: Factors, breaks: list[int]) -> list[tuple[int, i
     return merged
 
 
+def _clip(ranges: list[tuple[int, int]], regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Intersections of ``ranges`` with the sorted, disjoint ``regions``."""
+    starts = [r[0] for r in regions]
+    out = []
+    for lo, hi in ranges:
+        k = max(bisect.bisect_right(starts, lo) - 1, 0)
+        while k < len(regions) and regions[k][0] < hi:
+            a, b = max(lo, regions[k][0]), min(hi, regions[k][1])
+            if a < b:
+                out.append((a, b))
+            k += 1
+    return out
+
+
+def target_regions(doc: Any, group: str) -> list[tuple[int, int]] | None:
+    """Character ranges of the sentences that contain a span of ``doc.spans[group]`` (None: no group)."""
+    if group not in doc.spans:
+        return None
+    spans = doc.spans[group]
+    if not spans:
+        return []
+    import numpy as np
+
+    flags = doc.to_array("SENT_START")
+    starts = [0, *(int(i) for i in np.flatnonzero(flags == 1) if i != 0)]
+    n_tok = len(doc)
+    chosen = sorted({bisect.bisect_right(starts, s.start) - 1 for s in spans})
+    out: list[tuple[int, int]] = []
+    for k in chosen:
+        lo = doc[starts[k]].idx
+        end_tok = starts[k + 1] if k + 1 < len(starts) else n_tok
+        last = doc[end_tok - 1]
+        hi = last.idx + len(last.text_with_ws)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def make_fast_matcher_class() -> type:
     from medspacy.common.regex_matcher import RegexMatcher
 
     class FastRegexMatcher(RegexMatcher):  # type: ignore[misc]
         _compiled: list[tuple[Any, Any, Any, Factors]] | None = None
+        #: Span group of the targets: set for the ConText matcher, which then scans only their sentences.
+        _targets_group: str | None = None
 
         def _prepare(self) -> list[tuple[Any, Any, Any, Factors]]:
             compiled = []
@@ -142,16 +212,24 @@ def make_fast_matcher_class() -> type:
             # Doc.text joins every token; the three matchers share one copy (and its clause breaks) per doc.
             cached = doc.user_data.get("exact_text")
             if cached is None:
-                text = doc.text
+                raw = doc.user_data.get("exact_raw")
+                text = raw if raw is not None else doc.text
                 low = text.lower()
                 breaks = [m.start() for m in _BREAK.finditer(low)]
-                cached = doc.user_data["exact_text"] = (text, low, breaks)
-            text, low, breaks = cached
+                cached = doc.user_data["exact_text"] = (text, low, breaks, {})
+            text, low, breaks, positions = cached
+            regions = None
+            if self._targets_group is not None:
+                regions = target_regions(doc, self._targets_group)
+                if regions is not None and not regions:
+                    return []  # no target in this report: ConText has nothing to modify
             if len(low) != len(text):  # a few Unicode letters change length when lower-cased
                 return super().__call__(doc)  # type: ignore[no-any-return]
             matches: list[tuple[int, int, int]] = []
             for match_id, pattern, on_match, factors in compiled:
-                for lo, hi in _windows(low, factors, breaks):
+                # Target sentences are few and short: scanning them directly beats locating factors.
+                windows = regions if regions is not None else _windows(low, factors, breaks, positions)
+                for lo, hi in windows:
                     for m in pattern.finditer(low, lo, hi):
                         start, end = m.start(), m.end()
                         while start < end and text[start].isspace():
@@ -168,7 +246,7 @@ def make_fast_matcher_class() -> type:
     return FastRegexMatcher
 
 
-def speed_up(component: Any, attr: str) -> None:
+def speed_up(component: Any, attr: str, targets_group: str | None = None) -> None:
     """Swap the regex matcher behind a medspacy component for :func:`make_fast_matcher_class`'s.
 
     The matcher sits behind name-mangled attributes of medspacy 1.3.1 (pinned in pyproject); call this
@@ -178,3 +256,4 @@ def speed_up(component: Any, attr: str) -> None:
     regex_matcher = medspacy_matcher._MedspacyMatcher__regex_matcher
     regex_matcher.__class__ = make_fast_matcher_class()
     regex_matcher._compiled = None
+    regex_matcher._targets_group = targets_group

@@ -84,11 +84,21 @@ class ReportLabeller:
         self.ignore_sections = frozenset(ignore_sections)
         self._index = {name: i for i, name in enumerate(ABNORMALITIES)}
 
+    def _doc(self, text: str) -> Any:
+        # The components run one by one on each doc: spaCy's batching buys nothing for rule components,
+        # and keeping the raw text on the doc spares a Doc.text re-join in every component.
+        doc = self.nlp.make_doc(text)
+        doc.user_data["exact_raw"] = text  # spaCy's tokenizer is non-destructive: doc.text == text
+        for _, proc in self.nlp.pipeline:
+            doc = proc(doc)
+        return doc
+
     def label(self, text: str) -> ReportLabels:
-        return self._from_doc(self.nlp(text))
+        return self._from_doc(self._doc(text))
 
     def label_many(self, texts: Iterable[str], batch_size: int = 64) -> list[ReportLabels]:
-        return [self._from_doc(doc) for doc in self.nlp.pipe(texts, batch_size=batch_size)]
+        """Label reports in order (``batch_size`` is kept for API compatibility; docs are not batched)."""
+        return [self._from_doc(self._doc(text)) for text in texts]
 
     def _from_doc(self, doc: Any) -> ReportLabels:
         spans = doc.spans[SPAN_GROUP] if SPAN_GROUP in doc.spans else ()

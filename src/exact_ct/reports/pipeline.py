@@ -21,10 +21,32 @@ def _register_line_breaks() -> None:
     @Language.component("exact_line_breaks")
     def line_breaks(doc: Any) -> Any:
         # A line break ends a sentence: list items and headers on their own line carry no full stop.
-        for tok in doc[:-1]:
-            if "\n" in tok.whitespace_ or (tok.is_space and "\n" in tok.text):
-                doc[tok.i + 1].is_sent_start = True
+        # Vectorised: the token holding (or followed by) each newline is found from the token offsets.
+        import numpy as np
+        from spacy.attrs import IDX, SENT_START
+
+        text = _doc_text(doc)
+        newlines = [i for i, ch in enumerate(text) if ch == "\n"] if "\n" in text else []
+        if not newlines or len(doc) < 2:
+            return doc
+        idx = doc.to_array([IDX]).ravel()
+        # the token that contains the newline, or the one whose trailing whitespace holds it
+        owner = np.searchsorted(idx, np.asarray(newlines), side="right") - 1
+        nxt = np.unique(owner[owner >= 0] + 1)
+        nxt = nxt[nxt < len(doc)]
+        if len(nxt):
+            # keep spaCy's dtype (uint64; -1 = "not a start" wraps): from_array reads the raw buffer
+            starts = doc.to_array([SENT_START]).reshape(-1, 1)
+            if (starts[nxt, 0] != 1).any():
+                starts[nxt, 0] = 1
+                doc.from_array([SENT_START], starts)
         return doc
+
+
+def _doc_text(doc: Any) -> str:
+    """The report text: the copy the labeller stored (``Doc.text`` re-joins every token), else ``doc.text``."""
+    text = doc.user_data.get("exact_raw")
+    return text if text is not None else doc.text
 
 
 def build_nlp(rules: RuleSet) -> tuple[Any, dict[str, TargetMeta]]:
@@ -64,7 +86,7 @@ def build_nlp(rules: RuleSet) -> tuple[Any, dict[str, TargetMeta]]:
     context.add([ConTextRule.from_dict(dict(r)) for r in rules.context])
     speed_up(sectionizer, "_Sectionizer__matcher")
     speed_up(matcher, "_TargetMatcher__matcher")
-    speed_up(context, "_ConText__matcher")
+    speed_up(context, "_ConText__matcher", SPAN_GROUP)
     metas = {r._rule_id: compile_meta(r.metadata or {}) for r in target_rules}
     return nlp, metas
 
