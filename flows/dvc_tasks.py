@@ -75,10 +75,15 @@ def repro(stage: str, repo: Path) -> ReproResult:
     if proc.returncode != 0:
         tail = " | ".join(line.strip() for line in out.strip().splitlines()[-6:])
         raise StageFailed(stage, proc.returncode, tail)
+
+    def own(names: list[str]) -> list[str]:
+        # `dvc repro X` also checks X's upstream stages; report only X's own instances.
+        return sorted({n for n in names if n == stage or n.startswith(f"{stage}@")})
+
     return ReproResult(
         stage=stage,
-        ran=sorted(set(_RUNNING.findall(out))),
-        skipped=sorted(set(_SKIPPED.findall(out))),
+        ran=own(_RUNNING.findall(out)),
+        skipped=own(_SKIPPED.findall(out)),
         seconds=time.perf_counter() - t0,
     )
 
