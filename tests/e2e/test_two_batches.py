@@ -81,5 +81,6 @@ def test_two_batches_through_prefect_and_dvc(prefect_harness, tmp_path):
 
     third = retrain(repo=str(ws), push=False)
     assert third["status"] == "nothing new"
-    status = subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=ws)
+    # finetune@<task> is downstream work the flow leaves to `dvc repro`; the retrain chain must be clean.
+    status = subprocess.run([str(BIN / "dvc"), "status", "--quiet", "--with-deps", "publish"], cwd=ws)
     assert status.returncode == 0

@@ -42,6 +42,8 @@ MANIFEST_COLUMNS = (
     "qc_flags",
 )
 DROP_META_FILES = ("reports.csv", "_COMPLETE")
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+_INVALID = "_invalid_utf8"  # marks a reports.csv row that is not valid UTF-8 (its values are dropped)
 _PATH_DATE_RE = re.compile(r"(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?:\d{4,6})?")
 
 
@@ -239,17 +241,24 @@ def _read_reports(drop: Path) -> list[dict[str, str]]:
     if not path.exists():
         log.warning("no reports.csv in the drop: every study will lack a report")
         return []
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    # surrogateescape keeps undecodable bytes as lone surrogates, so one badly encoded row is
+    # quarantined (rule invalid_utf8) instead of failing the whole batch.
+    frame = pd.read_csv(
+        path, dtype=str, keep_default_na=False, encoding="utf-8-sig", encoding_errors="surrogateescape"
+    )
     missing = [c for c in REPORT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(REPORT_COLUMNS)}")
-    return [
-        {
+    rows = []
+    for _, row in frame.iterrows():
+        r = {
             c: str(row[c]).strip() if c in ("accession_number", "patient_id") else str(row[c])
             for c in REPORT_COLUMNS
         }
-        for _, row in frame.iterrows()
-    ]
+        if any(_SURROGATE_RE.search(v) for v in r.values()):
+            r = {c: "" for c in REPORT_COLUMNS} | {_INVALID: "1"}
+        rows.append(r)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------- main entry
@@ -321,7 +330,8 @@ def ingest_drop(
     reports = _read_reports(drop)
     report_rows: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(reports):
-        report_rows[r["accession_number"]].append(i)
+        if _INVALID not in r:
+            report_rows[r["accession_number"]].append(i)
 
     # Identifiers of the whole drop, used to scrub paths written to quarantine.csv / skipped.csv.
     path_table: dict[str, str] = {}
@@ -418,6 +428,10 @@ def ingest_drop(
         acc = r["accession_number"]
         sid = accession_to_study.get(acc) if acc else None
         where = f"reports.csv:line {i + 2}"
+        if _INVALID in r:
+            msg = "report row is not valid UTF-8; re-export reports.csv as UTF-8"
+            report_quarantine.append(FileOutcome(where, "quarantined", "invalid_utf8", msg))
+            continue
         if sid is None:
             msg = (
                 "report row has no accession number"

@@ -26,6 +26,7 @@ RULES: MappingProxyType[str, str] = MappingProxyType(
         "duplicate_accession": "one accession number on several studies/patients, or on several report rows",
         "study_without_report": "imaging study whose accession number has no row in reports.csv (require_report)",
         "report_without_study": "reports.csv row whose accession number has no usable imaging input",
+        "invalid_utf8": "reports.csv row that is not valid UTF-8 (the row is dropped, its study has no report)",
     }
 )
 
