@@ -202,3 +202,19 @@ def test_package_round_trip_and_infer_volume(tmp_path) -> None:
     assert maps.shape == (*hu.shape, len(ABNORMALITIES)) and maps.dtype == np.float32
     # the 160 mm grid covers the 180 mm body's centre only: outside it maps are exactly 0
     assert maps[0].max() == 0.0 and maps[15].max() > 0.0
+
+
+def test_pooling_on_logits_confines_and_gives_negative_bags_a_gradient() -> None:
+    organs = one_hot(two_lung_organs())
+    pool = OrganConfinedMILPool(on_logits=True)
+    logits = torch.full((1, len(ABNORMALITIES), 8, 8, 8), -4.0)
+    logits[:, :, 3:5] = 3.0  # high only in the body between the lungs
+    p = pool(logits, organs, 2)[0]
+    assert p[NODULE] == pytest.approx(torch.sigmoid(torch.tensor(-4.0)).item(), rel=1e-4)
+    assert p[abnormality_index("Medical material")] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+    # a negative bag: the BCE gradient on a pooled logit is p (here sigmoid(-4) = 0.018), on its top voxel
+    start = torch.full((1, len(ABNORMALITIES), 8, 8, 8), -4.0, requires_grad=True)
+    (-torch.log1p(-pool(start, organs, 1)[0, NODULE])).backward()
+    assert start.grad is not None and start.grad.abs().max() == pytest.approx(0.018, abs=2e-3)
+    assert pool.pool_input(torch.zeros(1)).item() == 0.0
+    assert OrganConfinedMILPool().pool_input(torch.zeros(1)).item() == 0.5

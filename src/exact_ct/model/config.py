@@ -60,6 +60,10 @@ class PoolingConfig:
         confine: multiply every map by its organ region; ``False`` is the ablation without confinement.
         detach_organs: stop the MIL loss from reshaping the organ segmentation through the region weights.
         regions: per-abnormality overrides of schema.DEFAULT_ORGAN_REGIONS (name -> organ ids).
+        pool_logits: pool the map *logits* (region applied as ``+ log w``) and take the sigmoid of the
+            top-k mean, instead of pooling sigmoid probabilities ``sigmoid * w``. The BCE gradient on a
+            pooled logit is ``p - y`` for negatives and positives alike; pooled probabilities of maps that
+            start near 0 give negative bags almost no gradient (``~p``), so the maps rise everywhere.
     """
 
     k_half: int = 6
@@ -68,3 +72,4 @@ class PoolingConfig:
     confine: bool = True
     detach_organs: bool = True
     regions: dict[str, list[int]] = field(default_factory=dict)
+    pool_logits: bool = False

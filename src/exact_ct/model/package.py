@@ -46,7 +46,9 @@ class ModelPackage:
     params: dict[str, Any] = field(default_factory=dict)
 
     def pool(self) -> OrganConfinedMILPool:
-        return OrganConfinedMILPool(self.pooling.regions, confine=self.pooling.confine)
+        return OrganConfinedMILPool(
+            self.pooling.regions, confine=self.pooling.confine, on_logits=self.pooling.pool_logits
+        )
 
     def manifest(self) -> dict[str, Any]:
         return {

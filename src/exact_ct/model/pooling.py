@@ -72,11 +72,20 @@ class OrganConfinedMILPool(nn.Module):
     ``forward(maps, organs, k)``: ``maps`` are sigmoid probabilities (B, 18, *S); ``organs`` are organ
     probabilities or one-hot masks (B, 10, *S') on the same or a finer grid (average-pooled down to the
     map grid when finer, e.g. for the half-resolution maps).
+
+    With ``on_logits`` the maps are logits instead: the region enters as ``logit + log(w)`` (the
+    log-space form of ``sigmoid * w``), the top-k mean is taken over logits and the result is its sigmoid.
     """
 
-    def __init__(self, regions: Mapping[str, Sequence[int]] | None = None, confine: bool = True) -> None:
+    def __init__(
+        self,
+        regions: Mapping[str, Sequence[int]] | None = None,
+        confine: bool = True,
+        on_logits: bool = False,
+    ) -> None:
         super().__init__()
         self.confine = confine
+        self.on_logits = on_logits
         self.register_buffer("matrix", region_matrix(regions, confine), persistent=False)
 
     def region(self, organs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -87,7 +96,15 @@ class OrganConfinedMILPool(nn.Module):
 
     def forward(self, maps: torch.Tensor, organs: torch.Tensor, k: int) -> torch.Tensor:
         if not self.confine:
-            return topk_mean(maps, k)
+            pooled = topk_mean(maps, k)
+            return pooled.sigmoid() if self.on_logits else pooled
         w = self.region(organs, maps.shape[2:])
         mass = w.flatten(2).sum(-1)
+        if self.on_logits:
+            # log(1e-6) = -13.8: outside the region a voxel cannot win the top-k against one inside it.
+            return topk_mean(maps + w.clamp_min(1e-6).log(), k, mass=mass).sigmoid()
         return topk_mean(maps * w, k, mass=mass)
+
+    def pool_input(self, logits: torch.Tensor) -> torch.Tensor:
+        """What :meth:`forward` expects from a map head: its logits or their sigmoid."""
+        return logits.float() if self.on_logits else logits.float().sigmoid()

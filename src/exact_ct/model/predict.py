@@ -32,4 +32,4 @@ def predict(net: ExactNet, pool: OrganConfinedMILPool, image: torch.Tensor, k: i
     out = net(image)
     organ_probs = out.organ_logits.float().softmax(1)
     maps = out.anomaly_logits_full.float().sigmoid()
-    return Prediction(pool(maps, organ_probs, k), organ_probs, maps, out)
+    return Prediction(pool(pool.pool_input(out.anomaly_logits_full), organ_probs, k), organ_probs, maps, out)

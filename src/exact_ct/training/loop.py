@@ -176,8 +176,8 @@ def step_losses(
         region = F.one_hot(organs[:, 0], NUM_ORGAN_CLASSES).permute(0, 4, 1, 2, 3).float()
     else:
         region = organ_probs.detach() if profile.pooling.detach_organs else organ_probs
-    p_full = pool(out.anomaly_logits_full.float().sigmoid(), region, profile.pooling.k_full)
-    p_half = pool(out.anomaly_logits_half.float().sigmoid(), region, profile.pooling.k_half)
+    p_full = pool(pool.pool_input(out.anomaly_logits_full), region, profile.pooling.k_full)
+    p_half = pool(pool.pool_input(out.anomaly_logits_half), region, profile.pooling.k_half)
     l_cls = weighted_bce(p_full, targets, mask, pos_weight) + profile.loss.half_scale_weight * weighted_bce(
         p_half, targets, mask, pos_weight
     )
@@ -298,7 +298,9 @@ def train(
         model = DistributedDataParallel(
             net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None
         )
-    pool = OrganConfinedMILPool(profile.pooling.regions, confine=profile.pooling.confine).to(device)
+    pool = OrganConfinedMILPool(
+        profile.pooling.regions, confine=profile.pooling.confine, on_logits=profile.pooling.pool_logits
+    ).to(device)
     organ_loss = OrganLoss()
     valid_train = (
         train_ds.uncertain < 0.5 if profile.loss.uncertain == "mask" else np.ones_like(train_ds.labels, bool)
