@@ -21,7 +21,9 @@ BIN = Path(sys.executable).parent
 def _tiny_workspace(tmp_path: Path) -> Path:
     """A fresh clone-like workspace: the git-tracked files only, its own git, DVC and remote."""
     ws = tmp_path / "ws"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in files:
         src = REPO / rel
         if src.is_file():
@@ -30,7 +32,9 @@ def _tiny_workspace(tmp_path: Path) -> Path:
             dst.write_bytes(src.read_bytes())
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], cwd=ws, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], cwd=ws, check=True
+    )
 
     yaml = YAML()
     params_path = ws / "params.yaml"
