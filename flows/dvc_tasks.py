@@ -88,8 +88,9 @@ def repro(stage: str, repo: Path) -> ReproResult:
     )
 
 
-def is_up_to_date(repo: Path) -> bool:
-    proc = run_dvc(["status", "--quiet"], repo)
+def is_up_to_date(repo: Path, stages: list[str] | None = None) -> bool:
+    """True when DVC has nothing stale among ``stages`` and their upstream (all stages when None)."""
+    proc = run_dvc(["status", "--quiet", *(["--with-deps", *stages] if stages else [])], repo)
     return proc.returncode == 0
 
 

@@ -88,13 +88,13 @@ def retrain(repo: str = ".", inbox: str | None = None, push: bool = True) -> dic
 
     drops = find_drops(str(inbox_path))
     new_batches = [register_batch(d, str(repo_path)) for d in drops]
-    if not new_batches and dvc_tasks.is_up_to_date(repo_path):
+    skip = set(_retrain_params(repo_path).get("skip_stages") or [])
+    stages = [s for s in dvc_tasks.pipeline_stages(repo_path) if s not in skip]
+    if not new_batches and dvc_tasks.is_up_to_date(repo_path, stages):
         logger.info("nothing new: no complete drop in the inbox and the pipeline is up to date")
         create_markdown_artifact(key="retrain-summary", markdown="# retrain\n\nNothing new.\n")
         return {"status": "nothing new", "batches": [], "stages": []}
 
-    skip = set(_retrain_params(repo_path).get("skip_stages") or [])
-    stages = [s for s in dvc_tasks.pipeline_stages(repo_path) if s not in skip]
     results = [repro_stage(stage, str(repo_path)) for stage in stages]
     if push:
         push_outputs(str(repo_path))
