@@ -54,8 +54,8 @@ class ModelPackage:
         return {
             "format_version": FORMAT_VERSION,
             "version": self.version,
-            "network": _jsonable(dataclasses.asdict(self.network)),
-            "pooling": _jsonable(dataclasses.asdict(self.pooling)),
+            "network": jsonable(dataclasses.asdict(self.network)),
+            "pooling": jsonable(dataclasses.asdict(self.pooling)),
             "schema": {
                 "abnormalities": list(ABNORMALITIES),
                 "organs": {str(k): v for k, v in ORGANS.items()},
@@ -69,11 +69,12 @@ class ModelPackage:
         }
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """Tuples to lists, recursively, so configs serialise to JSON the same way everywhere."""
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from exact_ct.model.package import jsonable
 from exact_ct.transfer.config import FinetuneConfig
 from exact_ct.transfer.data import Loaded
 
@@ -135,8 +136,8 @@ def run_finetune(
         "kind": KIND,
         "task": kind,
         "target": target or column,
-        "config": _jsonable(dataclasses.asdict(cfg)),
-        "network": _jsonable(dataclasses.asdict(base.network)),
+        "config": jsonable(dataclasses.asdict(cfg)),
+        "network": jsonable(dataclasses.asdict(base.network)),
         "n_extra": n_extra,
         "preprocessing": base.plan.to_json(),
         "base": {"dir": BASE, "version": base.version, "data_version": base.data_version},
@@ -148,14 +149,6 @@ def run_finetune(
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_csv_atomic(out_dir / "quarantine.csv", loaded.quarantine_frame())
     return metrics
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 @dataclass
