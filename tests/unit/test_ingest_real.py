@@ -21,7 +21,11 @@ CT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct"
 TS = CT / "totalseg"
 CFG = IngestConfig(workers=1, require_report=False, max_quarantine_share=1.0)
 
-pytestmark = pytest.mark.skipif(not CT.is_dir(), reason="shared test data not present")
+
+@pytest.fixture(autouse=True)
+def _real_data_present() -> None:
+    if not CT.is_dir():
+        pytest.fail(f"real test data not found at {CT} (expected ../shared/data beside the repository)")
 
 
 def make_drop(tmp_path: Path, *sources: Path, nifti: dict[str, Path] | None = None) -> Path:

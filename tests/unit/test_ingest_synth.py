@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import pytest
 
 from exact_ct.cli import main as exact_main
 from exact_ct.ingest import IngestConfig, ingest_drop
 from exact_ct.privacy import study_pseudonym
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("exact_ct.synth.drop") is None, reason="exact_ct.synth drop writer not available"
-)
 
 
 def test_synthetic_drop_ingests_cleanly_onto_the_truth_grid(tmp_path: Path) -> None:
