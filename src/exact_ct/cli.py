@@ -38,12 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"exact_ct.commands.{module}")
-        except ModuleNotFoundError as e:
-            if e.name == f"exact_ct.commands.{module}":
-                continue  # not part of this build
-            raise
+        mod = importlib.import_module(f"exact_ct.commands.{module}")
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip())
         mod.configure(p)
         p.set_defaults(_run=mod.run)

@@ -125,3 +125,23 @@ def test_repository_params_file_has_every_stage_section():
     for name in ("seed", "batches", "ingest", "parse_reports", "pseudo_masks"):
         assert name in params, name
     assert os.environ.get("EXACT_MODE") == "test"
+
+
+def test_every_command_of_the_design_contract_is_registered():
+    from exact_ct.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    expected = {
+        "synth",
+        "register",
+        "ingest",
+        "label-reports",
+        "pseudo-masks",
+        "import-totalseg",
+        "infer",
+        "finetune",
+        "embed",
+        "retrain",
+        "serve",
+    }
+    assert expected <= set(sub.choices)
