@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
-from exact_ct.io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from exact_ct.io import save_nifti, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from exact_ct.logs import get_logger
 from exact_ct.schema import ABNORMALITIES
 from exact_ct.synth.geometry import check_profile
@@ -38,16 +36,6 @@ class DropConfig:
     hedge_share: float = 0.08
 
 
-def save_nifti_reproducible(array: np.ndarray, affine: np.ndarray, path: Path, dtype: Any) -> None:
-    """NIfTI (.nii.gz) whose bytes depend only on the data: gzip with mtime 0 and no file name."""
-    img = nib.Nifti1Image(np.asarray(array).astype(dtype, copy=False), np.asarray(affine, dtype=np.float64))
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    raw = img.to_bytes()
-    write_bytes_atomic(path, gzip.compress(raw, compresslevel=6, mtime=0))
-
-
 def _one(index: int, cfg: DropConfig, drop: Path, truth: Path) -> dict[str, Any]:
     """Render, write DICOM and truth volumes of one study; return its small table rows."""
     from exact_ct.synth.dicom import write_study_dicom
@@ -63,9 +51,9 @@ def _one(index: int, cfg: DropConfig, drop: Path, truth: Path) -> dict[str, Any]
     )
     files = write_study_dicom(s, drop / "dicom")
     acc = s.accession_number
-    save_nifti_reproducible(s.organs, s.affine, truth / "organs" / f"{acc}.nii.gz", np.uint8)
+    save_nifti(s.organs, s.affine, truth / "organs" / f"{acc}.nii.gz", np.uint8)
     for name, mask in s.lesions.items():
-        save_nifti_reproducible(mask, s.affine, truth / "lesions" / acc / f"{slug(name)}.nii.gz", np.uint8)
+        save_nifti(mask, s.affine, truth / "lesions" / acc / f"{slug(name)}.nii.gz", np.uint8)
     return {
         "report": {
             "accession_number": acc,
