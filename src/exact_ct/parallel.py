@@ -29,15 +29,16 @@ def map_ordered(
     ``workers <= 1`` runs in-process (easiest to debug, deterministic); ``dask_address`` (or the
     ``EXACT_DASK_ADDRESS`` environment variable) sends the work to a ``dask.distributed`` scheduler.
     Results are yielded as they arrive in order, so a caller can stream them to disk and keep memory
-    flat; at most ``2 * workers`` items are in flight at once.
+    flat; ``items`` may be a generator (it is consumed lazily, except by Dask, which needs a list), and at
+    most ``2 * workers`` items are in flight at once.
     """
-    items = list(items)
     address = dask_address or os.environ.get(DASK_ENV) or None
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, unit="study", leave=False)
+    total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit="study", leave=False)
     try:
         if address:
-            yield from _map_dask(fn, items, address, bar)
-        elif workers <= 1 or len(items) <= 1:
+            yield from _map_dask(fn, list(items), address, bar)
+        elif workers <= 1:
             for item in items:
                 yield fn(item)
                 bar.update(1)

@@ -145,3 +145,17 @@ def test_every_command_of_the_design_contract_is_registered():
         "serve",
     }
     assert expected <= set(sub.choices)
+
+
+def test_map_ordered_consumes_a_generator_lazily():
+    pulled: list[int] = []
+
+    def gen():
+        for i in range(100):
+            pulled.append(i)
+            yield i
+
+    results = parallel.map_ordered(_square, gen(), workers=2, progress=False)
+    assert next(results) == 0
+    assert len(pulled) <= 5  # a window of 2 * workers, not the whole input
+    assert list(results) == [i * i for i in range(1, 100)]
