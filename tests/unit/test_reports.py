@@ -203,3 +203,29 @@ def test_denies_negates_and_context_ignores_sentences_without_targets(labeller: 
     # The negation sits in another sentence: ConText (which only scans sentences holding a target) must
     # not reach across the sentence end.
     assert labels(labeller, "No mass is seen.\nMild emphysema in both lungs.") == {"Emphysema": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # lymph nodes inside the lung or below the diaphragm are not thoracic lymphadenopathy
+        ("A 6 mm intrapulmonary lymph node is seen along the right major fissure.", {}),
+        ("Several enlarged lymph nodes in the mesentery and retroperitoneum.", {}),
+        ("Enlarged lymph nodes in the mediastinum and the retroperitoneum.", {"Lymphadenopathy": 1}),
+        # nodules on the pleura are pleural, not lung nodules
+        ("Nodular lesions are observed in the pleura of the right lung.", {}),
+        # tumour invasion is not a lung opacity
+        ("The adrenal mass shows infiltration into the kidney parenchyma.", {}),
+        ("Patchy infiltration in the left lower lobe.", {"Lung opacity": 1}),
+        # "full regression" denies the finding
+        ("The consolidation described previously shows full regression.", {"Consolidation": 0}),
+    ],
+)
+def test_general_anatomical_and_resolution_rules(labeller: ReportLabeller, text: str, expected: dict) -> None:
+    assert labels(labeller, text) == expected
+
+
+def test_quote_separated_impression_items_are_separate_sentences(labeller: ReportLabeller) -> None:
+    # CT-RATE impressions list findings between double quotes; a negation must not reach the next item.
+    got = labels(labeller, 'IMPRESSION: " No pleural effusion " Consolidation in the right lower lobe "')
+    assert got == {"Pleural effusion": 0, "Consolidation": 1}

@@ -6,6 +6,8 @@ import contextlib
 import csv
 import itertools
 import logging
+import multiprocessing
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -44,13 +46,17 @@ class LabelConfig:
     binary_policy: BinaryPolicy = field(default_factory=BinaryPolicy)
 
 
-# One labeller per worker process, built once by the pool initializer (rule objects do not pickle).
+# One labeller per process (rule objects do not pickle): built in the parent, which forked workers
+# inherit, or by the pool initializer where processes are spawned. A later run in the same process
+# with equal rules and ignored sections reuses it.
 _LABELLER: ReportLabeller | None = None
 
 
 def _init_worker(rules: RuleSet, ignore_sections: tuple[str, ...]) -> None:
     global _LABELLER
-    _LABELLER = ReportLabeller(rules, ignore_sections)
+    current = _LABELLER
+    if current is None or current.rules != rules or current.ignore_sections != frozenset(ignore_sections):
+        _LABELLER = ReportLabeller(rules, ignore_sections)
 
 
 def _fmt_size(v: float | None) -> str:
@@ -83,16 +89,21 @@ def map_chunks(
 ) -> Iterator[ChunkResult]:
     """Label chunks in order with at most ``2 * workers`` chunks in flight, so memory stays flat.
 
-    ``exact_ct.parallel.map_ordered`` materialises its whole input first; this streams it instead, and
-    builds the medspacy pipeline once per worker through the pool initializer.
+    ``exact_ct.parallel.map_ordered`` materialises its whole input first; this streams it instead. The
+    medspacy pipeline is built once, in this process, before the workers fork.
     """
+    _init_worker(rules, ignore_sections)
     if workers <= 1:
-        _init_worker(rules, ignore_sections)
         yield from map(label_chunk, chunks)
         return
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(rules, ignore_sections)
-    ) as pool:
+    # Importing spaCy + medspacy costs ~6 CPU-seconds per process (torch via thinc, nltk via quickumls)
+    # and building the pipeline ~0.5 s: forked workers inherit the parent's labeller instead of paying
+    # both again. Without fork (macOS, Windows) each worker builds its own through the initializer.
+    if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux"):
+        pool_kwargs: dict[str, Any] = {"mp_context": multiprocessing.get_context("fork")}
+    else:
+        pool_kwargs = {"initializer": _init_worker, "initargs": (rules, ignore_sections)}
+    with ProcessPoolExecutor(max_workers=workers, **pool_kwargs) as pool:
         pending: list[Future[ChunkResult]] = []
         it = iter(chunks)
         for chunk in itertools.islice(it, 2 * workers):
