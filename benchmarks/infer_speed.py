@@ -60,17 +60,27 @@ def main() -> int:
         study = render_study(0, 7, "demo")
         save_nifti(study.hu, study.affine, t / "study.nii.gz")
         runs = 1 if args.quick else 3
-        times = []
+        times: list[float] = []
+        steps: dict[str, list[float]] = {}
         for i in range(runs + 1):
             t0 = time.perf_counter()
-            run_infer(t / "study.nii.gz", t / "model", t / f"out{i}", package=pkg)
+            res = run_infer(t / "study.nii.gz", t / "model", t / f"out{i}", package=pkg)
             if i > 0:
                 times.append(time.perf_counter() - t0)
+                for name, sec in res.timings.items():
+                    steps.setdefault(name, []).append(sec)
         med = statistics.median(times)
     print(
         f"volume {study.hu.shape}, grid {plan.size_xyz} at {plan.spacing_xyz_mm} mm, runs {[round(x, 2) for x in times]}",
         file=sys.stderr,
     )
+    # Per-step medians (they need not add up to the median total exactly).
+    print(
+        "steps (median s): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in steps.items()),
+        file=sys.stderr,
+    )
+    if hasattr(os, "getloadavg"):  # the machine is shared: a loaded CPU slows every step
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     print(f"infer_speed: {med:.2f} s/study (ratio {med / GOAL_S:.2f} vs 10 s/study goal on CPU)")
     return 0
 

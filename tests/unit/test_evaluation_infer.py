@@ -93,3 +93,24 @@ def test_infer_rejects_a_study_that_fails_ingest_qc(tmp_path: Path, capsys) -> N
     assert rc == 1
     assert "rejected by ingest QC" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_infer_outputs_are_byte_identical_across_runs_and_steps_are_timed(tmp_path: Path) -> None:
+    from exact_ct.evaluation.infer import run_infer
+
+    hu, aff, _, _ = toy_study(np.random.default_rng(2), (36, 30, 20), 7.0, {"Pleural effusion"})
+    study = tmp_path / "study.nii.gz"
+    save_nifti(hu, aff, study)
+    model = _package(tmp_path / "model")
+    first = run_infer(study, model, tmp_path / "a")
+    second = run_infer(study, model, tmp_path / "b")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(names) == 5
+    for name in names:  # no timestamps or timings leak into the files
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    for res in (first, second):
+        assert {"ingest", "pseudo_masks", "network", "to_canonical", "write"} <= set(res.timings)
+        assert all(v >= 0 for v in res.timings.values())
+        assert sum(res.timings.values()) <= res.seconds + 1e-6
+    maps = np.asanyarray(nib.load(str(tmp_path / "a" / "anomaly_maps.nii.gz")).dataobj)
+    assert maps.shape == (36, 30, 20, 18) and maps.dtype == np.float32 and 0 < maps.max() <= 1

@@ -182,8 +182,79 @@ def to_canonical(
     order: int,
     dtype: np.dtype | type | None = None,
 ) -> np.ndarray:
-    """Map an array on the model grid (x, y, z[, c]) back onto the canonical grid; outside the crop is 0."""
-    return resample(array, g_aff, src_affine, tuple(src_shape)[:3], order=order, cval=0.0, dtype=dtype)
+    """Map an array on the model grid (x, y, z[, c]) back onto the canonical grid; outside the crop is 0.
+
+    The values are those of :func:`resample` (scipy ``affine_transform``, ``mode="constant"``: a point
+    is inside only if every coordinate lies in ``[0, n - 1]``; ``order=0`` takes ``floor(c + 0.5)``).
+    When both grids are axis-aligned (the usual case: the model grid is RAS+ and so is every canonical
+    volume that is not oblique) the map is a per-axis scale and shift, so it is computed separably:
+    nearest neighbour as an index gather, linear (float output) as three small interpolation-matrix
+    products over all channels at once. That is about 20x faster than 18 calls of scipy's generic
+    transform for the anomaly maps and agrees with it to float32 rounding. 4D float results come back
+    Fortran-ordered (x fastest), the layout NIfTI stores, so writing them needs no transposing copy.
+    """
+    data = np.asarray(array)
+    out_shape = tuple(int(s) for s in tuple(src_shape)[:3])
+    out_dtype = np.dtype(dtype) if dtype is not None else data.dtype
+    # Destination (canonical) voxel -> source (model-grid) voxel, as resample computes it.
+    matrix = np.linalg.inv(np.asarray(g_aff, dtype=np.float64)) @ np.asarray(src_affine, dtype=np.float64)
+    off_diagonal = matrix[:3, :3] - np.diag(np.diag(matrix[:3, :3]))
+    separable = (
+        data.ndim in (3, 4)
+        # a coordinate error far below float32 resolution of a voxel index
+        and float(np.abs(off_diagonal).sum()) * max(out_shape) < 1e-9
+        and (order == 0 or (order == 1 and np.issubdtype(out_dtype, np.floating)))
+    )
+    if not separable:
+        return resample(data, g_aff, src_affine, out_shape, order=order, cval=0.0, dtype=dtype)
+
+    def coords(axis: int) -> tuple[np.ndarray, np.ndarray]:
+        c = matrix[axis, axis] * np.arange(out_shape[axis], dtype=np.float64) + matrix[axis, 3]
+        return c, (c >= 0.0) & (c <= data.shape[axis] - 1)
+
+    if order == 0:
+        idx, inside = [], np.ones(out_shape, dtype=bool)
+        for axis in range(3):
+            c, ok = coords(axis)
+            idx.append(np.where(ok, np.floor(c + 0.5), 0).astype(np.intp))
+            inside &= ok.reshape([-1 if k == axis else 1 for k in range(3)])
+        out = data[np.ix_(*idx)]
+        out[~inside] = 0
+        return out.astype(out_dtype, copy=False)
+
+    if not np.isfinite(data).all():  # a matrix product would spread NaN/inf along whole rows
+        return resample(data, g_aff, src_affine, out_shape, order=order, cval=0.0, dtype=dtype)
+    weights = []
+    for axis in range(3):
+        c, ok = coords(axis)
+        n_in = data.shape[axis]
+        lo = np.clip(np.floor(c), 0, n_in - 1).astype(np.intp)
+        frac = c - lo
+        w = np.zeros((out_shape[axis], n_in), dtype=np.float64)
+        rows = np.arange(out_shape[axis])
+        np.add.at(w, (rows, lo), np.where(ok, 1.0 - frac, 0.0))
+        np.add.at(w, (rows, np.minimum(lo + 1, n_in - 1)), np.where(ok, frac, 0.0))
+        weights.append(w.astype(np.float32))
+    wx, wy, wz = weights
+    # (c, z, y, x) C-ordered: each axis is then a plain or batched matrix product. z goes first and y
+    # last: in the usual case (thick canonical slices, fine in-plane pixels) that keeps the
+    # intermediate arrays, and so the multiply-adds, smallest.
+    t = np.ascontiguousarray(
+        np.asarray(data, dtype=np.float32).reshape(*data.shape[:3], -1).transpose(3, 2, 1, 0)
+    )
+    n_c, _, n_y, n_x = t.shape
+    # Thin products bound by memory traffic: a second BLAS thread gains little on an idle machine and,
+    # on a busy one (or right after torch's threads ran), mostly waits. Demo study's 18 maps on a
+    # shared 2-core machine: 0.13 s single-threaded vs 0.15-0.46 s with two threads (up to 1.2 s
+    # inside `exact infer`).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        t = (wz @ t.reshape(n_c, t.shape[1], -1)).reshape(n_c, out_shape[2], n_y, n_x)  # z
+        t = t @ wx.T  # x: (c, Z, y, X)
+        t = wy @ t  # y: (c, Z, Y, X)
+    out = t.transpose(3, 2, 1, 0)
+    return (out if data.ndim == 4 else out[..., 0]).astype(out_dtype, copy=False)
 
 
 def normalise(hu: np.ndarray, plan: GridPlan) -> np.ndarray:

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class InferResult:
     probabilities: dict[str, float]
     positives: tuple[str, ...]
     seconds: float
+    #: seconds per step (ingest, pseudo_masks, to_model_grid, network, to_canonical, organ_dice,
+    #: report, write); for benchmarks and logs only, never written to the outputs (determinism).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _link_tree(study: Path, drop: Path) -> None:
@@ -98,17 +101,20 @@ def run_infer(
     from exact_ct.evaluation import explain, grounded
     from exact_ct.ingest import IngestConfig
     from exact_ct.io import spacing_from_affine, write_json_atomic, write_text_atomic
-    from exact_ct.model.inference import infer_volume
+    from exact_ct.model.inference import StepClock, infer_volume
     from exact_ct.model.package import load_package
     from exact_ct.schema import ABNORMALITIES, organ_regions
 
     t0 = time.perf_counter()
+    timings: dict[str, float] = {}
     out_dir = Path(out_dir)
     pkg = package if package is not None else load_package(model_dir, device)
     # One study: no report row is expected and no process pool is worth starting.
     cfg = replace(ingest_cfg or IngestConfig(), require_report=False, workers=1)
     with tempfile.TemporaryDirectory(prefix="exact-infer-") as tmp:
+        clock = StepClock(timings)
         hu, affine, row = ingest_one(Path(study), Path(tmp), cfg)
+        clock.lap("ingest")
         qc: dict[str, Any] = {"ingest_flags": [f for f in str(row.get("qc_flags", "")).split(";") if f]}
         pseudo = None
         if pseudo_masks:
@@ -123,7 +129,9 @@ def run_infer(
             qc["pseudo_mask_issues"] = [
                 f"{i.rule}: {i.message}" for i in check(organ_volumes_ml(pseudo, affine), params.qc)
             ]
-    probs, organs, maps = infer_volume(hu, affine, pkg, device)
+            clock.lap("pseudo_masks")
+    probs, organs, maps = infer_volume(hu, affine, pkg, device, timings=timings)
+    clock = StepClock(timings)
     if pseudo is not None:
         from exact_ct.evaluation.localization import organ_dice
 
@@ -131,15 +139,16 @@ def run_infer(
         qc["organ_dice_vs_pseudo_masks"] = d
         defined = [v for v in d.values() if v is not None]
         qc["mean_organ_dice_vs_pseudo_masks"] = float(np.mean(defined)) if defined else None
+        clock.lap("organ_dice")
     conf = grounded.confine(maps, organs, organ_regions(pkg.pooling.regions)) if pkg.pooling.confine else maps
     thresholds = {n: float(pkg.thresholds.get(n, 0.5)) for n in ABNORMALITIES}
     report = grounded.build_report(probs, thresholds, conf, organs, affine)
+    clock.lap("report")
     out_dir.mkdir(parents=True, exist_ok=True)
     explain.save_maps(out_dir, conf, organs, affine)
     explain.montage(out_dir / "overlay.png", hu, organs, conf, affine, report.findings, probs)
     write_text_atomic(out_dir / "report.md", grounded.to_markdown(report, "Grounded report", pkg.version))
     positives = tuple(f.abnormality for f in report.findings)
-    seconds = time.perf_counter() - t0
     write_json_atomic(
         out_dir / "probabilities.json",
         {
@@ -159,8 +168,11 @@ def run_infer(
             "qc": qc,
         },
     )
+    clock.lap("write")
+    seconds = time.perf_counter() - t0
     log.info("infer: %d positive finding(s) in %.1f s", len(positives), seconds)
-    return InferResult(out_dir, {n: float(probs[n]) for n in ABNORMALITIES}, positives, seconds)
+    log.debug("infer steps: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+    return InferResult(out_dir, {n: float(probs[n]) for n in ABNORMALITIES}, positives, seconds, timings)
 
 
 def load_json(path: Path) -> dict[str, Any]:
