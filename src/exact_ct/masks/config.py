@@ -29,9 +29,11 @@ class IntensityConfig:
     airway_min_length_mm: float = 30.0
     airway_wall_hu: float = -150.0  # ring voxels darker than this are partly lumen: the wall is airway
     lung_hole_max_mm2: float = 400.0  # in-slice holes up to this size inside the lung are vessels
+    bone_hole_max_mm2: float = 2000.0  # spinal canal and spongy bone: at most a vertebral body's section
     pleura_shell_mm: float = 3.0  # at least one voxel of the working grid
     effusion_hu: tuple[float, float] = (-20.0, 35.0)  # transudate to exudate; muscle is denser
     effusion_max_mm: float = 60.0
+    effusion_regrow_mm: float = 9.0  # thin ends and rims regrown from effusions thicker than 2 voxels
     heart_core_mm: float = 15.0  # erosion radius that detaches the heart from the great vessels
     heart_min_ml: float = 30.0
     aorta_radius_mm: tuple[float, float] = (8.0, 20.0)

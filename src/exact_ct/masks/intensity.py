@@ -26,6 +26,7 @@ from exact_ct.masks.morph import (
     fill_holes_2d,
     fill_small_holes_2d,
     inplane_distance,
+    label_sums,
     largest_component,
     upsample_labels,
 )
@@ -36,6 +37,9 @@ HEART, AORTA, ESOPHAGUS, MEDIASTINUM, BODY = (
     ORGAN_IDS[n] for n in ("heart", "aorta", "esophagus", "mediastinum", "body")
 )
 _CROSS_2D = ndimage.generate_binary_structure(2, 1)
+_CROSS_3D = ndimage.generate_binary_structure(3, 1)
+#: Spinous process tip to vertebral body front of an adult thoracic vertebra is at most about this.
+_VERTEBRA_DEPTH_MM = 90.0
 
 
 def segment(hu: np.ndarray, affine: np.ndarray, cfg: IntensityConfig | None = None) -> np.ndarray:
@@ -48,12 +52,32 @@ def segment(hu: np.ndarray, affine: np.ndarray, cfg: IntensityConfig | None = No
     coarse = block_mean(np.asarray(hu), factors)
     spacing = tuple(float(s * f) for s, f in zip(spacing_in, factors, strict=True))
     labels = segment_coarse(coarse, spacing, cfg)  # type: ignore[arg-type]
-    return upsample_labels(labels, factors, hu.shape)
+    out = np.zeros(hu.shape, dtype=np.uint8)
+    if not labels.any():
+        return out
+    # Only the body's bounding box is repeated onto the input grid; the rest stays outside (0).
+    box = _bbox(labels > 0, pad=0)
+    full = tuple(
+        slice(b.start * f, min(b.stop * f, n)) for b, f, n in zip(box, factors, hu.shape, strict=True)
+    )
+    out[full] = upsample_labels(labels[box], factors, tuple(s.stop - s.start for s in full))
+    return out
 
 
 def segment_coarse(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
     """All organs on the working grid; later organs never overwrite earlier, more certain ones."""
-    body = _body(hu, spacing, cfg)
+    body_full = _body(hu, spacing, cfg)
+    labels_full = np.zeros(hu.shape, dtype=np.uint8)
+    if not body_full.any():
+        return labels_full
+    # Everything else works inside the body's bounding box: a chest fills only part of the field of view.
+    crop = _bbox(body_full, pad=1)
+    labels_full[crop] = _organs(hu[crop], body_full[crop], spacing, cfg)
+    return labels_full
+
+
+def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
+    """Every organ inside the body (cropped to its bounding box)."""
     air = body & (hu < cfg.lung_hu_max)
     airway, lung_air = _airway(air, hu, body, spacing, cfg)
     lung_l, lung_r = _lungs(lung_air, hu, spacing, cfg)
@@ -66,9 +90,18 @@ def segment_coarse(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np
     # The trachea is only airway where it lies between or above the lungs, not bowel gas below.
     airway &= np.arange(hu.shape[2])[None, None, :] >= np.flatnonzero(lungs.any(axis=(0, 1)))[0]
     bone = _bone(hu, body, between(lung_l, lung_r, axis=0), spacing, cfg)
-    bone_filled = fill_holes_2d(bone)  # the spinal canal belongs to the spine, not the mediastinum
-    spine = _front_of_spine(_spine(bone, lungs), spacing)
-    region = mediastinal_space(lung_l, lung_r, body, spine, spacing) & ~bone_filled & ~airway
+    # The spinal canal and a vertebral body's spongy interior (below the bone threshold at a coarse
+    # grid) belong to the spine: in-slice holes up to a vertebral body's section are filled, never the
+    # chest, which ribs and sternum may close into a ring.
+    hole_px = cfg.bone_hole_max_mm2 / (spacing[0] * spacing[1])
+    bone_filled = fill_small_holes_2d(bone, hole_px)
+    dense = fill_small_holes_2d(body & (hu >= cfg.bone_hu_min), hole_px)
+    spine_bone = _spine(bone, lungs)
+    spine = _front_of_spine(spine_bone, dense, spacing)
+    # The space's paravertebral limit uses the bone component's own front (it never reaches into a
+    # blood pool): cutting a little less there costs nothing, the walk's error would cut the heart.
+    arch = _front_of_spine(spine_bone, fill_small_holes_2d(spine_bone, hole_px), spacing)
+    region = mediastinal_space(lung_l, lung_r, body, arch, spacing) & ~bone_filled & ~airway
     heart, aorta, esophagus = (np.zeros_like(region) for _ in range(3))
     if region.any():
         # Heart, aorta and esophagus are searched only in the box around the mediastinal space: the
@@ -79,14 +112,24 @@ def segment_coarse(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np
         # Soft tissue and blood (with or without contrast); mediastinal fat and air are not.
         tissue = region_b & (hu_b > cfg.fat_hu_max)
         heart[box] = heart_b = _heart(tissue, lungs_b, spacing, cfg)
-        aorta[box] = aorta_b = _aorta(tissue & ~heart_b, heart_b, spine_b, spacing, cfg)
-        esophagus[box] = _esophagus(hu_b, region_b & ~heart_b & ~aorta_b, spine_b, airway_b, spacing, cfg)
+        # The paravertebral muscle beside the vertebral body has the density of unenhanced blood: the
+        # descending aorta's round section is looked for in front of the vertebral bodies only.
+        # The esophagus (a shape prior on the midline) goes first: where the unenhanced aorta touches
+        # it, the aorta's track would otherwise run into it.
+        esophagus[box] = eso_b = _esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
+        front = tissue & ~heart_b & ~eso_b & ~spine_b.behind(tissue.shape[1])
+        aorta[box] = _aorta(front, heart_b, spine_b, spacing, cfg)
     organs = airway | heart | aorta | esophagus
+    # The mediastinum ends at the front of the vertebral bodies: beside and behind them lie the
+    # paravertebral gutters (body wall lined by pleura). The organs were searched in the wider space
+    # because the descending aorta sits beside the vertebral body.
+    region &= ~spine.behind(hu.shape[1])
+    region &= _above_floor(lungs, heart | aorta | esophagus, spacing)
     pleural = _pleura(hu, lungs, body & ~region & ~organs & ~bone_filled, bone, spacing, cfg)
     labels[region & ~pleural] = MEDIASTINUM
     labels[pleural] = PLEURA
-    labels[esophagus] = ESOPHAGUS
     labels[aorta] = AORTA
+    labels[esophagus] = ESOPHAGUS
     labels[heart] = HEART
     labels[lung_l] = LUNG_L
     labels[lung_r] = LUNG_R
@@ -110,8 +153,10 @@ def _body(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
     outside = np.zeros(hu.shape, dtype=bool)
     if touching.size:
         # median <= gas_median_hu_max, computed as a share of dark voxels (much faster than a median)
-        dark = np.asarray(ndimage.mean(hu <= cfg.gas_median_hu_max, labels, touching))
-        lut = np.zeros(labels.max() + 1, dtype=bool)
+        n_air = int(labels.max())
+        dark_count = label_sums(labels, n_air, hu <= cfg.gas_median_hu_max)
+        dark = dark_count[touching] / np.maximum(label_sums(labels, n_air)[touching], 1.0)
+        lut = np.zeros(n_air + 1, dtype=bool)
         lut[touching[dark >= 0.5]] = True
         outside = lut[labels]
     inside = ~outside
@@ -138,14 +183,14 @@ def _bone(
     if n == 0:
         return dense
     index = np.arange(1, n + 1)
-    count = ndimage.sum_labels(core, labels, index)
+    count = label_sums(labels, n)[1:]
     ml = count * float(np.prod(spacing)) / 1000.0
-    means = np.asarray(ndimage.mean(hu, labels, index))
-    share_inner = ndimage.sum_labels(inner, labels, index) / np.maximum(count, 1)
+    means = label_sums(labels, n, hu)[1:] / np.maximum(count, 1)
+    share_inner = label_sums(labels, n, inner)[1:] / np.maximum(count, 1)
     # The vertebral body also lies between the lungs, but most of its core lies within two voxels of its
     # cortex, denser than any blood pool; a blood pool only touches bone at a small part of its core.
-    near_cortex = ndimage.maximum_filter(hu, size=5) >= cfg.cortex_hu_min
-    cortex_share = ndimage.sum_labels(near_cortex, labels, index) / np.maximum(count, 1)
+    near_cortex = ndimage.maximum_filter((hu >= cfg.cortex_hu_min).view(np.uint8), size=5)
+    cortex_share = label_sums(labels, n, near_cortex)[1:] / np.maximum(count, 1)
     is_blood = np.zeros(n + 1, dtype=bool)
     inside = (share_inner >= 0.9) & (cortex_share < 0.25)
     is_blood[index[((ml >= 5.0) & (means >= cfg.contrast_mean_hu_min)) | inside]] = True
@@ -155,8 +200,8 @@ def _bone(
     specks, m = ndimage.label(dense & ~blood)
     if m:
         sidx = np.arange(1, m + 1)
-        scount = ndimage.sum_labels(dense, specks, sidx)
-        sinner = ndimage.sum_labels(inner, specks, sidx) / np.maximum(scount, 1)
+        scount = label_sums(specks, m)[1:]
+        sinner = label_sums(specks, m, inner)[1:] / np.maximum(scount, 1)
         small = np.zeros(m + 1, dtype=bool)
         small[sidx[(scount * float(np.prod(spacing)) / 1000.0 < 2.0) & (sinner >= 0.9)]] = True
         blood |= small[specks]
@@ -248,8 +293,9 @@ def _lungs(
         return np.zeros_like(lung_air), np.zeros_like(lung_air)
     index = np.arange(1, n + 1)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    sizes = ndimage.sum_labels(lung_air, labels, index) * voxel_ml
-    dark = np.asarray(ndimage.mean(hu <= cfg.gas_median_hu_max, labels, index))  # median test
+    count = label_sums(labels, n)[1:]
+    sizes = count * voxel_ml
+    dark = label_sums(labels, n, hu <= cfg.gas_median_hu_max)[1:] / np.maximum(count, 1)  # median test
     keep = np.zeros(n + 1, dtype=bool)
     keep[index[(sizes >= cfg.min_lung_ml) & (dark < 0.5)]] = True
     lungs = keep[labels]
@@ -325,6 +371,30 @@ def _diaphragm(lungs: np.ndarray, spacing: Spacing, reach_mm: float = 60.0) -> n
     return ndimage.minimum_filter1d(lowest, size=2 * k + 1, axis=0, mode="nearest")
 
 
+def _above_floor(lungs: np.ndarray, organs: np.ndarray, spacing: Spacing, fat_mm: float = 15.0) -> np.ndarray:
+    """Voxels above the diaphragm, with the mediastinal organs known (a (nx, ny, nz) mask).
+
+    The floor of :func:`_diaphragm` must reach under the heart, so under the domes it lies too low and
+    takes the liver dome and the stomach. Where a column holds lung and no mediastinal organ within
+    ``fat_mm`` (the pericardial fat around the heart), the diaphragm is right under the column's lowest
+    lung voxel; columns with an organ reach down to that organ's lowest voxel; columns without lung keep
+    the interpolated floor.
+    """
+    nz = lungs.shape[2]
+    z = np.arange(nz, dtype=np.float32)
+    has_lung = lungs.any(axis=2)
+    lowest_lung = np.where(has_lung, np.argmax(lungs, axis=2), nz).astype(np.float32)
+    has_organ = organs.any(axis=2)
+    lowest_organ = np.where(has_organ, np.argmax(organs, axis=2), nz).astype(np.float32)
+    r = [max(1, int(round(fat_mm / s))) for s in spacing[:2]]
+    near_organ = ndimage.binary_dilation(has_organ, structure=np.ones((2 * r[0] + 1, 2 * r[1] + 1), bool))
+    reach = ndimage.minimum_filter(lowest_organ, size=(2 * r[0] + 1, 2 * r[1] + 1))
+    floor = _diaphragm(lungs, spacing)
+    own = np.where(near_organ, np.minimum(lowest_lung, reach), lowest_lung)
+    floor = np.where(has_lung, np.maximum(floor, own), floor)
+    return z[None, None, :] >= floor[:, :, None]
+
+
 def _heart(tissue: np.ndarray, lungs: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
     """Largest thick soft-tissue mass between the lungs with lung on both sides of it.
 
@@ -338,7 +408,7 @@ def _heart(tissue: np.ndarray, lungs: np.ndarray, spacing: Spacing, cfg: Intensi
         return empty
     labels, n = ndimage.label(core)
     index = np.arange(1, n + 1)
-    sizes = ndimage.sum_labels(core, labels, index)
+    sizes = label_sums(labels, n)[1:]
     # lung on both sides at the core's level: its x range lies inside the lungs' x range on that level
     ok = np.zeros(n + 1, dtype=bool)
     for k, sl in zip(index, ndimage.find_objects(labels), strict=True):
@@ -372,7 +442,9 @@ def _spine(bone: np.ndarray, lungs: np.ndarray) -> np.ndarray:
         return cand
     extent = np.array([sl[2].stop - sl[2].start for sl in ndimage.find_objects(labels)])
     long_ = np.flatnonzero(extent >= 0.5 * min(zs.sum(), extent.max())) + 1
-    y_mean = np.array([c[1] for c in ndimage.center_of_mass(cand, labels, long_)])
+    n_all = int(labels.max())
+    y_sum = label_sums(labels, n_all, np.broadcast_to(np.arange(cand.shape[1])[None, :, None], cand.shape))
+    y_mean = y_sum[long_] / np.maximum(label_sums(labels, n_all)[long_], 1)
     return labels == long_[int(np.argmin(y_mean))]
 
 
@@ -384,35 +456,58 @@ class SpineLine:
     x_c: np.ndarray
     y_f: np.ndarray
 
+    def behind(self, ny: int) -> np.ndarray:
+        """Voxels behind the vertebral body's anterior edge, in slices where the spine is seen: (1, ny, nz)."""
+        yf = np.where(self.has, np.nan_to_num(self.y_f, nan=-1.0), -1.0)
+        return (np.arange(ny)[:, None] < yf[None, :])[None, :, :]
+
     def crop(self, box: tuple[slice, slice, slice]) -> SpineLine:
         sx, sy, sz = box
         return SpineLine(self.has[sz], self.x_c[sz] - sx.start, self.y_f[sz] - sy.start)
 
 
-def _front_of_spine(spine: np.ndarray, spacing: Spacing) -> SpineLine:
+def _front_of_spine(spine: np.ndarray, dense: np.ndarray, spacing: Spacing) -> SpineLine:
     """The vertebral body's x centre and anterior edge in every slice where the spine is seen.
 
-    The anterior edge is the most anterior spine voxel near its midline; intervertebral discs are not
-    bone, and a rib may join the sternum to the spine: the edge is the median over ``+-12 mm`` in z, and
-    missing slices are interpolated.
+    ``spine`` is the bone component of the column (it may be the neural arch alone: at a coarse grid
+    the vertebral body's thin cortex can look like a contrast blood pool, and its spongy interior can be
+    below the bone threshold); ``dense`` is every dense voxel with small in-slice holes (spinal canal,
+    spongy bone) filled. Within ``+-10 mm`` of the spine's midline the edge is found by walking forward
+    from the most posterior spine voxel through ``dense`` until a gap: the vertebral body lies directly
+    in front of the arch, while the sternum (which ribs may join to the spine) and a contrast-filled
+    aorta (left of the midline, or across a fat plane) do not continue it. Discs are not dense and end
+    the walk at the arch, so the edge is an upper percentile over ``+-12 mm`` in z; missing slices are
+    interpolated.
     """
     has = spine.any(axis=(0, 1))
     nz = spine.shape[2]
     x_c = np.full(nz, np.nan)
     y_f = np.full(nz, np.nan)
+    half = max(1, int(round(10.0 / spacing[0])))
     for z in np.flatnonzero(has):
         sx, sy = np.nonzero(spine[:, :, z])
-        xm = np.median(sx)
-        near = np.abs(sx - xm) * spacing[0] < 15.0
-        ys = np.unique(sy[near] if near.any() else sy)
-        # walk forward from the most posterior bone; a gap of > 15 mm ends the vertebra (the sternum,
-        # which ribs may join to the spine in one component, lies beyond it)
-        gaps = np.flatnonzero(np.diff(ys) * spacing[1] > 15.0)
-        x_c[z], y_f[z] = xm, ys[gaps[0]] if gaps.size else ys[-1]
+        xm = float(np.median(sx))
+        band = slice(max(int(round(xm)) - half, 0), int(round(xm)) + half + 1)
+        near = np.abs(sx - xm) <= half
+        y0 = int(sy[near].min() if near.any() else sy.min())
+        column = dense[band, y0:, z].any(axis=0)
+        column[0] = True
+        # the first run of two non-dense voxels ends the vertebra (one may be noise)
+        stop = np.flatnonzero(~column[1:] & ~np.append(column[2:], False))
+        walk = int(stop[0]) if stop.size else column.size - 1
+        if walk * spacing[1] > _VERTEBRA_DEPTH_MM:
+            # Longer than a whole vertebra (spinous process to body): the walk ran on into contrast
+            # blood (a crop may hold only part of the spine); keep the bone component's own front.
+            ys = np.unique(sy[near] if near.any() else sy)
+            gaps = np.flatnonzero(np.diff(ys) * spacing[1] > 15.0)
+            walk = int(ys[gaps[0]] if gaps.size else ys[-1]) - y0
+        x_c[z], y_f[z] = xm, y0 + walk
     if has.sum() >= 2:
         zs = np.flatnonzero(has)
         k = max(2, int(round(12.0 / spacing[2])))
-        y_f[zs] = ndimage.median_filter(y_f[zs], size=2 * k + 1, mode="nearest")
+        # discs are not bone and end the walk at the neural arch: they only ever move the edge back,
+        # so an upper percentile (not the median) over the window gives the vertebral bodies' front
+        y_f[zs] = ndimage.percentile_filter(y_f[zs], 80, size=2 * k + 1, mode="nearest")
         x_c[zs] = ndimage.median_filter(x_c[zs], size=2 * k + 1, mode="nearest")
         lo, hi = zs[0], zs[-1]
         inner = np.arange(lo, hi + 1)
@@ -455,38 +550,32 @@ def _aorta(
     zs = np.flatnonzero(has & peaks.any(axis=(0, 1)))
     if zs.size == 0:
         return empty
-    if heart.any():
-        hz = np.flatnonzero(heart.any(axis=(0, 1)))
-        z0 = int(np.clip(hz[-1] - (hz[-1] - hz[0]) // 3, zs[0], zs[-1]))
-    else:
-        z0 = int(np.median(zs))
-    z0 = int(zs[np.argmin(np.abs(zs - z0))])
-    # expected centre: left of (smaller x than) the vertebral body, level with its front
-    ex = x_c[z0] - cfg.aorta_offset_mm[0] / spacing[0]
-    ey = y_f[z0] + cfg.aorta_offset_mm[1] / spacing[1]
-    px, py = np.nonzero(peaks[:, :, z0])
-    dist = np.hypot((px - ex) * spacing[0], (py - ey) * spacing[1])
-    if dist.min() > cfg.aorta_search_mm:
-        return empty
-    i = int(np.argmin(dist))
-    chain = {z0: (int(px[i]), int(py[i]), float(d2[px[i], py[i], z0]))}
-    step_mm = cfg.aorta_step_mm
-    for direction in (1, -1):
-        cx, cy, r = chain[z0]
-        z = z0 + direction
-        while 0 <= z < tissue.shape[2]:
-            px, py = np.nonzero(peaks[:, :, z])
-            if px.size == 0:
-                break
-            dd = np.hypot((px - cx) * spacing[0], (py - cy) * spacing[1])
-            rr = d2[px, py, z]
-            ok = (dd <= step_mm) & (rr >= 0.6 * r) & (rr <= 1.6 * r)
-            if not ok.any():
-                break
-            j = int(np.flatnonzero(ok)[np.argmin(dd[ok])])
-            cx, cy, r = int(px[j]), int(py[j]), float(rr[j])
-            chain[z] = (cx, cy, r)
-            z += direction
+    # Seeds: in every slice, the peaks within ``aorta_search_mm`` of the expected centre (left of the
+    # vertebral body, level with its front). Each is tracked up and down; the longest track wins (one
+    # slice where the aorta touches the esophagus or the heart no longer decides it).
+    best: dict[int, tuple[int, int, float]] = {}
+    best_key = (0.0, 0.0)
+    tried = np.zeros(peaks.shape, dtype=bool)
+    for z0 in zs:
+        ex = x_c[z0] - cfg.aorta_offset_mm[0] / spacing[0]
+        ey = y_f[z0] + cfg.aorta_offset_mm[1] / spacing[1]
+        px, py = np.nonzero(peaks[:, :, z0])
+        dist = np.hypot((px - ex) * spacing[0], (py - ey) * spacing[1])
+        for i in np.flatnonzero(dist <= cfg.aorta_search_mm):
+            if tried[px[i], py[i], z0]:
+                continue  # already part of a track
+            chain = _track_tube(peaks, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm)
+            for z, (cx, cy, _) in chain.items():
+                tried[cx, cy, z] = True
+            # The esophagus is a tube in front of the spine too, but on its midline: the descending
+            # aorta runs left of it for most of its course.
+            left_mm = np.median([(x_c[z] - c[0]) * spacing[0] for z, c in chain.items()])
+            if left_mm < 0.5 * cfg.aorta_offset_mm[0]:
+                continue
+            key = (float(len(chain)), -float(dist[i]))
+            if key > best_key:
+                best, best_key = chain, key
+    chain = best
     if len(chain) * spacing[2] < 30.0:
         return empty
     radius = float(np.median([c[2] for c in chain.values()]))
@@ -499,6 +588,35 @@ def _aorta(
     core = components_touching(d3 >= core_r, seeds)
     tube = (dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & tissue) | _discs(chain, d2, spacing)
     return tube & tissue
+
+
+def _track_tube(
+    peaks: np.ndarray, d2: np.ndarray, seed: tuple[int, int, int], spacing: Spacing, step_mm: float
+) -> dict[int, tuple[int, int, float]]:
+    """Centres (x, y, in-plane radius) per slice of a tube followed up and down from ``seed`` (z, x, y).
+
+    Each step takes the nearest peak within ``step_mm`` whose radius is 0.6-1.6x the last one; up to two
+    slices without such a peak are bridged (the tube touching a neighbour there).
+    """
+    z0, x0, y0 = seed
+    chain = {z0: (x0, y0, float(d2[x0, y0, z0]))}
+    for direction in (1, -1):
+        cx, cy, r = chain[z0]
+        z, missed = z0 + direction, 0
+        while 0 <= z < peaks.shape[2] and missed <= 2:
+            px, py = np.nonzero(peaks[:, :, z])
+            dd = np.hypot((px - cx) * spacing[0], (py - cy) * spacing[1])
+            rr = d2[px, py, z]
+            ok = (dd <= step_mm * (1 + missed)) & (rr >= 0.6 * r) & (rr <= 1.6 * r)
+            if ok.any():
+                j = int(np.flatnonzero(ok)[np.argmin(dd[ok])])
+                cx, cy, r = int(px[j]), int(py[j]), float(rr[j])
+                chain[z] = (cx, cy, r)
+                missed = 0
+            else:
+                missed += 1
+            z += direction
+    return chain
 
 
 def _discs(chain: dict[int, tuple[int, int, float]], d2: np.ndarray, spacing: Spacing) -> np.ndarray:
@@ -586,7 +704,22 @@ def _pleura(
     cage = between_lungs(lungs | ribs)
     reach = _near_coarse(lungs, cfg.effusion_max_mm, spacing)
     fluid = allowed & cage & reach & (smooth >= lo) & (smooth <= hi) & ~lungs
-    return shell | components_touching(fluid | shell, shell)
+    # An effusion is a collection at least a few voxels thick. The chest wall's muscle next to the shell
+    # also falls in the fluid range (partial volume with fat and pleura) but only as a thin layer along
+    # the wall: an opening with the 6-neighbourhood keeps collections more than two voxels thick.
+    thick = ndimage.binary_opening(fluid, structure=_CROSS_3D)
+    effusion = components_touching(thick | shell, shell) & thick
+    if effusion.any():
+        # Grow the collections back geodesically (a few voxels) through fluid and through the
+        # partial-volume voxels between effusion and lung (darker than fluid, brighter than aerated
+        # lung): their rims and thin tapering ends, with only a little of the wall muscle.
+        # (judged on the voxel itself: next to rib or fat the 3x3x3 mean of a rim voxel leaves the range)
+        partial = (hu > cfg.lung_hu_max) & (hu <= hi) & allowed & cage & ~lungs
+        steps = max(1, int(round(cfg.effusion_regrow_mm / min(spacing))))
+        effusion = ndimage.binary_dilation(
+            effusion, structure=_CROSS_3D, iterations=steps, mask=fluid | partial | effusion
+        )
+    return shell | effusion
 
 
 def _near_coarse(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
