@@ -49,12 +49,17 @@ def main() -> int:
         if args.params.exists()
         else TrainConfig().active()
     )
-    plan = GridPlan(tuple(grid.spacing_xyz_mm or (4.0, 4.0, 4.0)), tuple(grid.size_xyz or (64, 64, 80)))  # type: ignore[arg-type]
+    plan = GridPlan(
+        tuple(grid.spacing_xyz_mm or (4.0, 4.0, 4.0)),  # type: ignore[arg-type]
+        tuple(grid.size_xyz or (64, 64, 80)),  # type: ignore[arg-type]
+        windows_hu=tuple(tuple(w) for w in grid.windows_hu),  # type: ignore[misc]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         torch.manual_seed(0)
         save_package(
-            ModelPackage(ExactNet(profile.network), profile.network, profile.pooling, plan), t / "model"
+            ModelPackage(ExactNet(profile.network, plan.in_channels), profile.network, profile.pooling, plan),
+            t / "model",
         )
         pkg = load_package(t / "model")
         study = render_study(0, 7, "demo")

@@ -96,7 +96,7 @@ def main() -> int:
 
         def run(batches_iter) -> float:  # seconds per step, excluding the first (warm-up) step
             torch.manual_seed(0)
-            net = ExactNet(profile.network).to(device)
+            net = ExactNet(profile.network, plan.in_channels).to(device)
             pool = OrganConfinedMILPool(profile.pooling.regions, confine=profile.pooling.confine).to(device)
             opt = torch.optim.AdamW(net.parameters(), lr=profile.lr)
             organ_loss, pw = OrganLoss(), torch.ones(18, device=device)

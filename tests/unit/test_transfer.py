@@ -176,7 +176,7 @@ def test_embed_writes_one_vector_per_present_organ(package: Path, tmp_path: Path
     image, _ = image_on_grid(hu, aff, pkg.plan)
     emb = organ_embeddings(pkg, image)
     np.testing.assert_allclose(emb.vectors, vecs, rtol=1e-5, atol=1e-6)
-    x = torch.from_numpy(image)[None, None]
+    x = torch.from_numpy(image)[None]
     with torch.no_grad():
         f0 = pkg.net.encoder[0](x)[0].numpy()
         organs = pkg.net(x).organ_logits.argmax(1)[0].numpy()

@@ -22,6 +22,8 @@ class GridProfile:
         clip_percentiles: body HU percentiles used as the intensity window (nnU-Net's CT scheme).
         body_threshold_hu: HU threshold that defines the body when locating its bounding box.
         antialias: Gaussian pre-filter before downsampling the image.
+        windows_hu: HU windows fed as input channels (see exact_ct.dataset.grid.GridPlan); empty: one
+            z-scored channel.
     """
 
     spacing_xyz_mm: tuple[float, float, float] | None = (4.0, 4.0, 4.0)
@@ -30,6 +32,7 @@ class GridProfile:
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     body_threshold_hu: float = -500.0
     antialias: bool = True
+    windows_hu: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -141,4 +141,5 @@ def plan_grid(fingerprint: dict[str, Any], profile: GridProfile) -> GridPlan:
         std_hu=round(std, 3),
         body_threshold_hu=profile.body_threshold_hu,
         antialias=profile.antialias,
+        windows_hu=tuple((float(lo), float(hi)) for lo, hi in profile.windows_hu),
     )

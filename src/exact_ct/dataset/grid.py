@@ -30,6 +30,10 @@ class GridPlan:
         std_hu: standard deviation of clipped body HU (fingerprint).
         body_threshold_hu: HU above which a voxel counts as body when locating the body's bounding box.
         antialias: Gaussian pre-filter when downsampling (sigma as in scikit-image ``resize``).
+        windows_hu: HU windows, one input channel each (clipped, scaled to [-1, 1]); empty: one channel,
+            ``clip_hu`` then z-score with ``mean_hu``/``std_hu`` (nnU-Net's CT scheme). The body-percentile
+            clip of that scheme cuts emphysema (below about -900 HU) and saturates calcification and metal;
+            separate lung, soft-tissue and dense windows keep all three visible to a small network.
     """
 
     spacing_xyz_mm: tuple[float, float, float]
@@ -39,9 +43,18 @@ class GridPlan:
     std_hu: float = 400.0
     body_threshold_hu: float = -500.0
     antialias: bool = True
+    windows_hu: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the normalised image (the network's input channels)."""
+        return max(1, len(self.windows_hu))
 
     def to_json(self) -> dict[str, object]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {
+            k: [list(w) for w in v] if k == "windows_hu" else list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(self).items()
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> GridPlan:
@@ -50,6 +63,8 @@ class GridPlan:
             d[key] = tuple(d[key])  # type: ignore[arg-type]
         d["size_xyz"] = tuple(int(v) for v in d["size_xyz"])  # type: ignore[union-attr]
         d["spacing_xyz_mm"] = tuple(float(v) for v in d["spacing_xyz_mm"])  # type: ignore[union-attr]
+        # Plans written before windows existed have no key: one z-scored channel, as they were trained.
+        d["windows_hu"] = tuple((float(lo), float(hi)) for lo, hi in d.get("windows_hu", ()))  # type: ignore[union-attr]
         return cls(**d)  # type: ignore[arg-type]
 
 
@@ -258,7 +273,20 @@ def to_canonical(
 
 
 def normalise(hu: np.ndarray, plan: GridPlan) -> np.ndarray:
-    """CT normalisation as in nnU-Net: clip to the fingerprint's body percentiles, then z-score (float32)."""
-    lo, hi = plan.clip_hu
-    x = np.clip(np.asarray(hu, dtype=np.float32), lo, hi)
-    return (x - np.float32(plan.mean_hu)) / np.float32(max(plan.std_hu, 1e-3))
+    """The network input of an (x, y, z) HU image on the model grid: (C, x, y, z) float32, C = plan.in_channels.
+
+    Without ``windows_hu``: nnU-Net's CT scheme, clip to the fingerprint's body percentiles, then z-score.
+    With them: one channel per window, clipped to it and scaled linearly to [-1, 1].
+    """
+    x = np.asarray(hu, dtype=np.float32)
+    if not plan.windows_hu:
+        lo, hi = plan.clip_hu
+        z = (np.clip(x, lo, hi) - np.float32(plan.mean_hu)) / np.float32(max(plan.std_hu, 1e-3))
+        return z[None]
+    out = np.empty((len(plan.windows_hu), *x.shape), dtype=np.float32)
+    for c, (lo, hi) in enumerate(plan.windows_hu):
+        np.clip(x, lo, hi, out=out[c])
+        out[c] -= np.float32(lo)
+        out[c] *= np.float32(2.0 / max(hi - lo, 1e-3))
+        out[c] -= np.float32(1.0)
+    return out

@@ -27,10 +27,10 @@ class GridResult:
 def infer_grid(
     image_norm: np.ndarray, package: ModelPackage, device: str | torch.device = "cpu"
 ) -> GridResult:
-    """Run the network on a normalised image already on the model grid (x, y, z)."""
+    """Run the network on a normalised image already on the model grid, (C, x, y, z) as ``normalise`` gives."""
     net = package.net.to(device).eval()
     pool = package.pool().to(device)
-    x = torch.from_numpy(np.ascontiguousarray(image_norm, dtype=np.float32))[None, None].to(device)
+    x = torch.from_numpy(np.ascontiguousarray(image_norm, dtype=np.float32))[None].to(device)
     pred = predict(net, pool, x, package.pooling.k_test)
     return GridResult(
         probs=pred.probs[0].cpu().numpy(),

@@ -113,14 +113,15 @@ def load_package(folder: str | os.PathLike[str], device: str | torch.device = "c
         raise ValueError(f"{manifest_path}: abnormality list differs from exact_ct.schema.ABNORMALITIES")
     network = from_dict(NetworkConfig, meta["network"], "network")
     pooling = from_dict(PoolingConfig, meta["pooling"], "pooling")
-    net = ExactNet(network)
+    plan = GridPlan.from_json(meta["preprocessing"])
+    net = ExactNet(network, in_channels=plan.in_channels)
     net.load_state_dict(torch.load(folder / WEIGHTS, map_location=device, weights_only=True))
     net.to(device).eval()
     return ModelPackage(
         net=net,
         network=network,
         pooling=pooling,
-        plan=GridPlan.from_json(meta["preprocessing"]),
+        plan=plan,
         version=meta.get("version", ""),
         data_version=meta.get("data_version", ""),
         thresholds={k: float(v) for k, v in meta.get("thresholds", {}).items()},

@@ -25,12 +25,11 @@ from monai.transforms import (
     RandGaussianNoised,
     RandScaleIntensityd,
     RandShiftIntensityd,
-    ScaleIntensityRanged,
 )
 from torch.utils.data import Dataset, Sampler
 
 from exact_ct.dataset.cache import load_npz
-from exact_ct.dataset.grid import GridPlan
+from exact_ct.dataset.grid import GridPlan, normalise
 from exact_ct.dataset.labels import UNCERTAIN_PREFIX
 from exact_ct.schema import ABNORMALITIES
 from exact_ct.training.config import AugmentConfig
@@ -59,22 +58,30 @@ class LoadCachedStudyd(MapTransform):
         return d
 
 
+class NormaliseCTd(MapTransform):
+    """HU image (x, y, z) -> network input (C, x, y, z) by the plan (exact_ct.dataset.grid.normalise).
+
+    One function serves training, evaluation and ``exact infer``, so the three cannot drift apart.
+    """
+
+    def __init__(self, plan: GridPlan, key: str = IMAGE) -> None:
+        super().__init__(keys=[key])
+        self.plan = plan
+        self.key = key
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        d[self.key] = normalise(np.asarray(d[self.key]), self.plan)
+        return d
+
+
 def deterministic_transforms(plan: GridPlan) -> Compose:
-    """Load, add channel, window and z-score with the plan's fingerprint statistics (nnU-Net CT scheme)."""
-    lo, hi = plan.clip_hu
-    std = max(plan.std_hu, 1e-3)
+    """Load, normalise by the plan (z-scored window or HU windows as channels), add the organ channel."""
     return Compose(
         [
             LoadCachedStudyd(),
-            EnsureChannelFirstd(keys=[IMAGE, ORGANS], channel_dim="no_channel"),
-            ScaleIntensityRanged(
-                keys=[IMAGE],
-                a_min=lo,
-                a_max=hi,
-                b_min=(lo - plan.mean_hu) / std,
-                b_max=(hi - plan.mean_hu) / std,
-                clip=True,
-            ),
+            NormaliseCTd(plan),
+            EnsureChannelFirstd(keys=[ORGANS], channel_dim="no_channel"),
             EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False),
             EnsureTyped(keys=[ORGANS], dtype=torch.uint8, track_meta=False),
         ]
@@ -110,7 +117,7 @@ def random_transforms(cfg: AugmentConfig) -> Compose:
 class StudyDataset(Dataset):
     """Studies of one split; deterministic transforms applied once (cached) or per access.
 
-    Items: ``image`` (1, x, y, z) float32, ``organs`` (1, x, y, z) uint8, ``labels`` and ``uncertain``
+    Items: ``image`` (C, x, y, z) float32, ``organs`` (1, x, y, z) uint8, ``labels`` and ``uncertain``
     (18,) float32, ``index`` (row in the split).
     """
 

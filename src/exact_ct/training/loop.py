@@ -290,7 +290,7 @@ def train(
     )
 
     torch.manual_seed(seed)  # weight init does not depend on anything done before
-    net = ExactNet(profile.network).to(device)
+    net = ExactNet(profile.network, in_channels=plan.in_channels).to(device)
     model: torch.nn.Module = net
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -36,7 +36,7 @@ class Sample:
 
     Attributes:
         study_id: case name (file stem) or study id.
-        image: (x, y, z) float32, normalised with the package's plan.
+        image: (C, x, y, z) float32, normalised with the package's plan (exact_ct.dataset.grid.normalise).
         mask: segmentation target (x, y, z) uint8 0/1, or None for classification.
         label: classification target 0/1, or None for segmentation.
     """

@@ -54,7 +54,7 @@ def embedding_dim(net: ExactNet) -> int:
 
 @torch.no_grad()
 def organ_embeddings(package: ModelPackage, image_norm: np.ndarray, device: str = "cpu") -> OrganEmbeddings:
-    """Embeddings of one normalised image on the package's model grid (x, y, z)."""
+    """Embeddings of one normalised image on the package's model grid, (C, x, y, z)."""
     from exact_ct.model.predict import predict
 
     net = package.net.to(device).eval()
@@ -63,7 +63,7 @@ def organ_embeddings(package: ModelPackage, image_norm: np.ndarray, device: str 
     # The input of the 18-map head is the anomaly decoder's last feature map.
     hooks.append(net.anomaly_head_full.register_forward_pre_hook(lambda _m, i: feats.append(i[0])))
     try:
-        x = torch.from_numpy(np.ascontiguousarray(image_norm, dtype=np.float32))[None, None].to(device)
+        x = torch.from_numpy(np.ascontiguousarray(image_norm, dtype=np.float32))[None].to(device)
         pred = predict(net, package.pool().to(device), x, package.pooling.k_test)
     finally:
         for h in hooks:

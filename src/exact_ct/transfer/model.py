@@ -32,11 +32,13 @@ class TransferNet(nn.Module):
     pretrained anomaly maps when the head was built with ``n_extra > 0``.
     """
 
-    def __init__(self, network: NetworkConfig, n_extra: int = 0, trunk: ExactNet | None = None) -> None:
+    def __init__(
+        self, network: NetworkConfig, n_extra: int = 0, trunk: ExactNet | None = None, in_channels: int = 1
+    ) -> None:
         super().__init__()
         self.network = network
         self.n_extra = n_extra
-        self.trunk = trunk if trunk is not None else ExactNet(network)
+        self.trunk = trunk if trunk is not None else ExactNet(network, in_channels)
         # The trunk's 18-map head is replaced, so its forward returns the decoder's features there.
         self.trunk.anomaly_head_full = nn.Identity()  # type: ignore[assignment]
         feat = (network.anomaly_channels or network.channels)[0]
@@ -62,11 +64,17 @@ class TransferNet(nn.Module):
 
 
 def build_net(
-    network: NetworkConfig, base: ModelPackage | None, *, pretrained: bool, maps_input: bool, seed: int
+    network: NetworkConfig,
+    base: ModelPackage | None,
+    *,
+    pretrained: bool,
+    maps_input: bool,
+    seed: int,
+    in_channels: int = 1,
 ) -> TransferNet:
     """A TransferNet seeded by ``seed``; ``pretrained`` copies every trunk weight of ``base``."""
     torch.manual_seed(seed)
-    trunk = ExactNet(network)
+    trunk = ExactNet(network, in_channels)
     if pretrained:
         if base is None:
             raise ValueError("init=pretrained needs the pretrained package")

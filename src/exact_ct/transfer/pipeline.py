@@ -187,7 +187,7 @@ def load_finetuned(folder: str | os.PathLike[str]) -> FinetunedPackage:
         pkg.probe = json.loads((folder / "probe.json").read_text(encoding="utf-8"))
     else:
         network = from_dict(NetworkConfig, meta["network"], "network")
-        net = TransferNet(network, int(meta["n_extra"]))
+        net = TransferNet(network, int(meta["n_extra"]), in_channels=base.plan.in_channels)
         net.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
         pkg.net = net.eval()
     return pkg
@@ -205,7 +205,7 @@ def predict_study(pkg: FinetunedPackage, hu: np.ndarray, affine: np.ndarray) -> 
 
     image, g_aff = image_on_grid(hu, affine, pkg.base.plan)
     if pkg.probe is not None:
-        feats = T.probe_features(torch.from_numpy(image)[None, None], pkg.base)
+        feats = T.probe_features(torch.from_numpy(image)[None], pkg.base)
         return {"probability": float(T.apply_probe(pkg.probe, feats)[0])}
     data = T.prepare([Sample("study", image, label=0.0)], pkg.base)
     idx = np.array([0])

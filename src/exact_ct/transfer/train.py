@@ -60,7 +60,7 @@ def prepare(samples: list[Sample], base: ModelPackage | None, device: str = "cpu
 
     if not samples:
         raise ValueError("no labelled studies left to fine-tune on (see quarantine.csv)")
-    images = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))[:, None]
+    images = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))
     maps = organs = None
     if base is not None:
         res = [infer_grid(s.image, base, device) for s in samples]
@@ -101,7 +101,14 @@ def fit(
     maps_input = cfg.maps_input and data.maps is not None
     if cfg.maps_input and data.maps is None:
         raise ValueError("finetune.maps_input needs the pretrained package's anomaly maps")
-    net = build_net(network, base, pretrained=cfg.init == "pretrained", maps_input=maps_input, seed=cfg.seed)
+    net = build_net(
+        network,
+        base,
+        pretrained=cfg.init == "pretrained",
+        maps_input=maps_input,
+        seed=cfg.seed,
+        in_channels=int(data.images.shape[1]),
+    )
     if cfg.freeze_encoder:
         freeze_encoder(net)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -206,7 +213,7 @@ def probe_features(samples_images: torch.Tensor, base: ModelPackage) -> np.ndarr
     from exact_ct.transfer.embed import embedding_dim, organ_embeddings, study_vector
 
     dim = embedding_dim(base.net)
-    return np.stack([study_vector(organ_embeddings(base, img[0].numpy()), dim) for img in samples_images])
+    return np.stack([study_vector(organ_embeddings(base, img.numpy()), dim) for img in samples_images])
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, cfg: FinetuneConfig) -> dict[str, Any]:
