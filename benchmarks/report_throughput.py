@@ -128,7 +128,8 @@ def main() -> int:
         f"worker {small_run['rss_worker_mib']:.0f} MiB; {args.reports} reports: {big_run['seconds']:.1f} s, "
         f"peak RSS main {big_run['rss_main_mib']:.0f} MiB, worker {big_run['rss_worker_mib']:.0f} MiB "
         f"({args.workers} workers, labels + evidence written); CPU time {big_run['cpu_seconds']:.1f} s = "
-        f"{big_run['labelled'] / big_run['cpu_seconds']:.0f} reports per CPU-second",
+        f"{big_run['labelled'] / big_run['cpu_seconds']:.0f} reports per CPU-second "
+        f"({big_run['labelled'] / big_run['cpu_seconds'] / default_cpu:.1f}x the default pipeline's)",
         file=sys.stderr,
     )
     print(

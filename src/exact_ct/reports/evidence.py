@@ -55,9 +55,12 @@ def laterality(sentence: str) -> str:
     return "right" if right else "left" if left else ""
 
 
-def lobes(sentence: str) -> str:
-    """Lung lobes named in the sentence as sorted codes joined by ';' (RUL, RML, RLL, LUL, LLL, lingula)."""
-    side_default = laterality(sentence)
+def lobes(sentence: str, side: str | None = None) -> str:
+    """Lung lobes named in the sentence as sorted codes joined by ';' (RUL, RML, RLL, LUL, LLL, lingula).
+
+    ``side`` is the sentence's :func:`laterality` when the caller has it already.
+    """
+    side_default = laterality(sentence) if side is None else side
     found: set[str] = set()
     for m in _LOBE.finditer(sentence):
         if m.group(4):

@@ -93,15 +93,73 @@ def necessary_factors(pattern: str) -> Factors:
 _BREAK = re.compile(r"[.;!?](?=\s)|\n")
 
 
-def _positions(low: str, factor: str, cache: dict[str, list[int]]) -> list[int]:
+_LETTERS = re.compile(r"[a-z]+")
+#: Words whose anchor masks are remembered per process (a bounded vocabulary memo: memory stays flat).
+_MEMO_MAX = 200_000
+
+
+class _Anchors:
+    """A cheap necessary condition for a factor: its longest run of letters occurs inside a word of the text.
+
+    Each factor's anchor (its longest ``[a-z]+`` run) gets a bit. A text's mask ORs the anchors contained in
+    each of its distinct words, remembered per word, so a report costs one ``findall`` and a few dictionary
+    look-ups instead of one substring scan per factor (most factors are absent from most reports).
+    """
+
+    def __init__(self) -> None:
+        self.bits: dict[str, int] = {}  # anchor -> bit
+        self.factor_bit: dict[str, int] = {}  # factor -> bit of its anchor
+        self.memo: dict[str, int] = {}  # word -> mask of the anchors it contains
+        self.generation = 0
+
+    def register(self, factors: Factors) -> int | None:
+        """Mask of the anchors of ``factors``; None when some factor has no letter (it cannot be skipped)."""
+        if factors is None:
+            return None
+        mask = 0
+        for f in sorted(factors):
+            runs = _LETTERS.findall(f)
+            if not runs:
+                return None
+            anchor = max(runs, key=len)
+            if anchor not in self.bits:
+                self.bits[anchor] = len(self.bits)
+                self.memo.clear()  # remembered masks lack the new anchor
+                self.generation += 1
+            self.factor_bit[f] = self.bits[anchor]
+            mask |= 1 << self.bits[anchor]
+        return mask
+
+    def text_mask(self, low: str) -> int:
+        mask = 0
+        memo = self.memo
+        for word in set(_LETTERS.findall(low)):
+            m = memo.get(word)
+            if m is None:
+                m = 0
+                for anchor, bit in self.bits.items():
+                    if anchor in word:
+                        m |= 1 << bit
+                if len(memo) < _MEMO_MAX:
+                    memo[word] = m
+            mask |= m
+        return mask
+
+
+_ANCHORS = _Anchors()
+
+
+def _positions(low: str, factor: str, cache: dict[str, list[int]], mask: int) -> list[int]:
     """Start offsets of ``factor`` in ``low``; cached per document (rules and matchers share factors)."""
     found = cache.get(factor)
     if found is None:
         found = []
-        i = low.find(factor)
-        while i != -1:
-            found.append(i)
-            i = low.find(factor, i + 1)
+        bit = _ANCHORS.factor_bit.get(factor)
+        if bit is None or (mask >> bit) & 1:  # else its anchor is in no word of the text
+            i = low.find(factor)
+            while i != -1:
+                found.append(i)
+                i = low.find(factor, i + 1)
         cache[factor] = found
     return found
 
@@ -112,6 +170,7 @@ def _windows(
     breaks: list[int],
     cache: dict[str, list[int]],
     regions: list[tuple[int, int]] | None = None,
+    mask: int = -1,
 ) -> list[tuple[int, int]]:
     """Merged (start, end) character ranges of the clauses that contain a factor of the rule.
 
@@ -123,7 +182,7 @@ def _windows(
     found: list[tuple[int, int]] = []
     last_hi = -1
     for f in factors:
-        for i in _positions(low, f, cache):
+        for i in _positions(low, f, cache, mask):
             if i < last_hi and found and found[-1][0] <= i:
                 continue  # inside the clause just added
             # from just after the previous break to just after the next one
@@ -162,6 +221,83 @@ def _clip(ranges: list[tuple[int, int]], regions: list[tuple[int, int]]) -> list
     return out
 
 
+class TokenOffsets:
+    """Character offsets of a doc's tokens, for char -> token alignment without creating Token objects.
+
+    spaCy's tokenizer is non-destructive: the tokens (each with its trailing whitespace) tile the text,
+    so the token that holds a character is found by bisecting the token start offsets, exactly like
+    spaCy's own ``token_by_char``.
+    """
+
+    __slots__ = ("ends", "n_chars", "starts")
+
+    def __init__(self, doc: Any, n_chars: int) -> None:
+        arr = doc.to_array(["IDX", "LENGTH"]).reshape(-1, 2)
+        self.starts: list[int] = arr[:, 0].tolist()
+        self.ends: list[int] = (arr[:, 0] + arr[:, 1]).tolist()  # end of each token's text, no whitespace
+        self.n_chars = n_chars
+
+    def expand(self, start_char: int, end_char: int) -> tuple[int, int]:
+        """(first token, end token) of ``Doc.char_span(start_char, end_char, alignment_mode="expand")``.
+
+        An empty range where spaCy returns None (offsets outside the text).
+        """
+        if start_char < 0 or end_char - 1 < 0 or start_char >= self.n_chars or end_char - 1 >= self.n_chars:
+            return 0, 0
+        first = bisect.bisect_right(self.starts, start_char) - 1
+        last = bisect.bisect_right(self.starts, end_char - 1) - 1
+        if start_char == self.ends[first]:  # spaCy: a token's trailing whitespace does not start the span
+            first += 1
+        return first, last + 1
+
+
+class DocText:
+    """Per-doc data shared by the matchers and the labeller, computed once (see :func:`doc_cache`)."""
+
+    __slots__ = ("_generation", "_mask", "breaks", "low", "positions", "text", "tokens")
+
+    def __init__(self, doc: Any, text: str) -> None:
+        self.text = text
+        self.low = text.lower()
+        self.breaks = [m.start() for m in _BREAK.finditer(self.low)]
+        self.positions: dict[str, list[int]] = {}
+        self.tokens = TokenOffsets(doc, len(text))
+        self._mask = 0
+        self._generation = -1
+
+    @property
+    def mask(self) -> int:
+        """Anchor mask of the text (recomputed if rules were registered since)."""
+        if self._generation != _ANCHORS.generation:
+            self._mask = _ANCHORS.text_mask(self.low)
+            self._generation = _ANCHORS.generation
+            self.positions.clear()
+        return self._mask
+
+
+def doc_cache(doc: Any) -> DocText:
+    """Text, lower-cased text, clause breaks, factor positions and token offsets of ``doc``, once per doc.
+
+    ``Doc.text`` joins every token, so the matchers and the labeller share one copy per doc (the tokens
+    never change after tokenisation: the components only set sentence starts and spans).
+    """
+    cached: DocText | None = doc.user_data.get("exact_text")
+    if cached is None:
+        raw = doc.user_data.get("exact_raw")
+        cached = doc.user_data["exact_text"] = DocText(doc, raw if raw is not None else doc.text)
+    return cached
+
+
+def sentence_starts(doc: Any) -> list[int]:
+    """Index of the first token of each sentence (from the SENT_START array, without Span objects)."""
+    import numpy as np
+
+    starts: list[int] = np.flatnonzero(doc.to_array("SENT_START") == 1).tolist()
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    return starts
+
+
 def target_regions(doc: Any, group: str) -> list[tuple[int, int]] | None:
     """Character ranges of the sentences that contain a span of ``doc.spans[group]`` (None: no group)."""
     if group not in doc.spans:
@@ -169,18 +305,16 @@ def target_regions(doc: Any, group: str) -> list[tuple[int, int]] | None:
     spans = doc.spans[group]
     if not spans:
         return []
-    import numpy as np
-
-    flags = doc.to_array("SENT_START")
-    starts = [0, *(int(i) for i in np.flatnonzero(flags == 1) if i != 0)]
+    starts = sentence_starts(doc)
+    tokens = doc_cache(doc).tokens
     n_tok = len(doc)
     chosen = sorted({bisect.bisect_right(starts, s.start) - 1 for s in spans})
     out: list[tuple[int, int]] = []
     for k in chosen:
-        lo = doc[starts[k]].idx
+        lo = tokens.starts[starts[k]]
         end_tok = starts[k + 1] if k + 1 < len(starts) else n_tok
-        last = doc[end_tok - 1]
-        hi = last.idx + len(last.text_with_ws)
+        # up to the next token's start (the last token's text and trailing whitespace), or the text's end
+        hi = tokens.starts[end_tok] if end_tok < n_tok else tokens.n_chars
         if out and lo <= out[-1][1]:
             out[-1] = (out[-1][0], hi)
         else:
@@ -192,32 +326,27 @@ def make_fast_matcher_class() -> type:
     from medspacy.common.regex_matcher import RegexMatcher
 
     class FastRegexMatcher(RegexMatcher):  # type: ignore[misc]
-        _compiled: list[tuple[Any, Any, Any, Factors]] | None = None
+        _compiled: list[tuple[Any, Any, Any, Factors, int | None]] | None = None
         #: Span group of the targets: set for the ConText matcher, which then scans only their sentences.
         _targets_group: str | None = None
 
-        def _prepare(self) -> list[tuple[Any, Any, Any, Factors]]:
+        def _prepare(self) -> list[tuple[Any, Any, Any, Factors, int | None]]:
             compiled = []
             for match_id, patterns in self._patterns.items():
                 for pattern in patterns:
                     src = pattern.pattern
+                    factors = necessary_factors(src)
+                    rule_mask = _ANCHORS.register(factors)
                     compiled.append(
-                        (match_id, re.compile(src), self._callbacks[match_id], necessary_factors(src))
+                        (match_id, re.compile(src), self._callbacks[match_id], factors, rule_mask)
                     )
             self._compiled = compiled
             return compiled
 
         def __call__(self, doc: Any) -> list[tuple[int, int, int]]:
             compiled = self._compiled or self._prepare()
-            # Doc.text joins every token; the three matchers share one copy (and its clause breaks) per doc.
-            cached = doc.user_data.get("exact_text")
-            if cached is None:
-                raw = doc.user_data.get("exact_raw")
-                text = raw if raw is not None else doc.text
-                low = text.lower()
-                breaks = [m.start() for m in _BREAK.finditer(low)]
-                cached = doc.user_data["exact_text"] = (text, low, breaks, {})
-            text, low, breaks, positions = cached
+            cached = doc_cache(doc)
+            text, low, tokens = cached.text, cached.low, cached.tokens
             regions = None
             if self._targets_group is not None:
                 regions = target_regions(doc, self._targets_group)
@@ -225,10 +354,22 @@ def make_fast_matcher_class() -> type:
                     return []  # no target in this report: ConText has nothing to modify
             if len(low) != len(text):  # a few Unicode letters change length when lower-cased
                 return super().__call__(doc)  # type: ignore[no-any-return]
+            joined = "\0".join([low[lo:hi] for lo, hi in regions]) if regions is not None else ""
             matches: list[tuple[int, int, int]] = []
-            for match_id, pattern, on_match, factors in compiled:
-                # Target sentences are few and short: scanning them directly beats locating factors.
-                windows = regions if regions is not None else _windows(low, factors, breaks, positions)
+            mask = cached.mask if regions is None else -1
+            for match_id, pattern, on_match, factors, rule_mask in compiled:
+                if regions is None:
+                    if rule_mask is not None and not mask & rule_mask:
+                        continue  # none of the rule's required words occurs in the report
+                    windows = _windows(low, factors, cached.breaks, cached.positions, mask=mask)
+                elif factors is None:
+                    windows = regions
+                elif any(f in joined for f in factors):
+                    # Target sentences are few and short: one substring test per factor on all of them
+                    # beats locating factors; they are then scanned whole.
+                    windows = regions
+                else:
+                    continue  # no word this rule requires occurs in a target sentence
                 for lo, hi in windows:
                     for m in pattern.finditer(low, lo, hi):
                         start, end = m.start(), m.end()
@@ -236,9 +377,9 @@ def make_fast_matcher_class() -> type:
                             start += 1
                         while end > start and text[end - 1].isspace():
                             end -= 1
-                        span = doc.char_span(start, end, alignment_mode="expand") if end > start else None
-                        if span is not None and len(span):
-                            matches.append((match_id, span.start, span.end))
+                        first, stop = tokens.expand(start, end) if end > start else (0, 0)
+                        if stop > first:
+                            matches.append((match_id, first, stop))
                             if on_match is not None:
                                 on_match(self, doc, len(matches) - 1, matches)
             return matches
@@ -257,3 +398,4 @@ def speed_up(component: Any, attr: str, targets_group: str | None = None) -> Non
     regex_matcher.__class__ = make_fast_matcher_class()
     regex_matcher._compiled = None
     regex_matcher._targets_group = targets_group
+    regex_matcher._prepare()  # registers the rules' anchors before any report is matched

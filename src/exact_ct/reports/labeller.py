@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from exact_ct.reports.evidence import laterality, lobes, sizes_mm
+from exact_ct.reports.fastmatch import doc_cache, necessary_factors, sentence_starts
 from exact_ct.reports.pipeline import SPAN_GROUP, build_nlp
-from exact_ct.reports.rules import EXCLUDE, RuleSet, load_rules
+from exact_ct.reports.rules import EXCLUDE, RuleSet, TargetMeta, load_rules
 from exact_ct.schema import ABNORMALITIES, ABSENT, PRESENT, UNCERTAIN
 
 #: Sections whose mentions describe the request or the technique, not this study's findings.
@@ -62,13 +61,31 @@ def combine(values: Iterable[Label]) -> Label:
 
 def _sentences(doc: Any) -> tuple[list[int], list[tuple[int, int, str]]]:
     """Sentence start tokens and (start token, start char, text) from the SENT_START array in one pass."""
-    cached = doc.user_data.get("exact_text")
-    text = cached[0] if cached else doc.text
-    flags = doc.to_array("SENT_START")
-    starts = [0, *(int(i) for i in np.flatnonzero(flags == 1) if i != 0)]
-    char_starts = [doc[i].idx for i in starts]
+    cached = doc_cache(doc)
+    text, tokens = cached.text, cached.tokens
+    starts = sentence_starts(doc)
+    char_starts = [tokens.starts[i] for i in starts]
     char_ends = [*char_starts[1:], len(text)]
     return starts, [(t, c, text[c:e]) for t, c, e in zip(starts, char_starts, char_ends, strict=True)]
+
+
+def _sentence_factors(metas: Iterable[TargetMeta]) -> dict[re.Pattern[str], frozenset[str]]:
+    """Lower-case literals of which every match of a sentence filter contains one (ASCII ones only).
+
+    A sentence that holds none of them cannot match, which a substring test tells far faster than the
+    case-insensitive regex. Filters without such literals are left out (always searched); so are those
+    with a non-ASCII literal, which ``re.IGNORECASE`` may match to an ASCII letter (K, the Kelvin sign).
+    """
+    out: dict[re.Pattern[str], frozenset[str]] = {}
+    for meta in metas:
+        patterns = [meta.require_sentence, meta.exclude_sentence, meta.unless_sentence]
+        for pattern in [*patterns, *(p for p, _ in meta.routes)]:
+            if pattern is None or pattern in out:
+                continue
+            factors = necessary_factors(pattern.pattern)
+            if factors and all(f.isascii() for f in factors):
+                out[pattern] = frozenset(f.lower() for f in factors)
+    return out
 
 
 class ReportLabeller:
@@ -78,11 +95,15 @@ class ReportLabeller:
         self,
         rules: RuleSet | str | Path | None = None,
         ignore_sections: Sequence[str] = DEFAULT_IGNORED_SECTIONS,
+        fast: bool = True,
     ) -> None:
+        """``fast=False`` turns off every shortcut (medspacy's own matchers, no substring prefilters):
+        the same labels, slower; the tests compare the two."""
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules)
-        self.nlp, self._metas = build_nlp(self.rules)
+        self.nlp, self._metas = build_nlp(self.rules, fast=fast)
         self.ignore_sections = frozenset(ignore_sections)
         self._index = {name: i for i, name in enumerate(ABNORMALITIES)}
+        self._factors = _sentence_factors(self._metas.values()) if fast else {}
 
     def _doc(self, text: str) -> Any:
         # The components run one by one on each doc: spaCy's batching buys nothing for rule components,
@@ -136,9 +157,18 @@ class ReportLabeller:
         def hit(pattern: re.Pattern[str]) -> bool:
             # Several mentions often share a sentence and a rule's sentence filters: test each pair once.
             key = (k, pattern)
-            if key not in cache:
-                cache[key] = pattern.search(sentence) is not None
-            return bool(cache[key])
+            found = cache.get(key)
+            if found is None:
+                factors = self._factors.get(pattern)
+                if factors is not None and sentence.isascii():
+                    low = cache.get((k, None))
+                    if low is None:
+                        low = cache[(k, None)] = sentence.lower()
+                    if not any(f in low for f in factors):
+                        cache[key] = False
+                        return False
+                found = cache[key] = pattern.search(sentence) is not None
+            return bool(found)
 
         if meta.require_sentence is not None and not hit(meta.require_sentence):
             return []
@@ -159,9 +189,12 @@ class ReportLabeller:
         value, note = self._value(categories, meta.value)
         attrs = cache.get(k)
         if attrs is None:
-            attrs = cache[k] = (laterality(sentence), lobes(sentence), sizes_mm(sentence))
+            side = laterality(sentence)
+            attrs = cache[k] = (side, lobes(sentence, side), sizes_mm(sentence))
         side, lobe, sizes = attrs
-        offset = span.start_char - sent_char
+        start_char, end_char = span.start_char, span.end_char
+        text = doc_cache(span.doc).text[start_char:end_char]  # == span.text: the tokenizer is non-destructive
+        offset = start_char - sent_char
         size = min(sizes, key=lambda s: abs(s[0] - offset))[1] if sizes else None
         if value == PRESENT and meta.min_size_mm is not None:
             if not any(s >= meta.min_size_mm for _, s in sizes):
@@ -174,14 +207,14 @@ class ReportLabeller:
             Mention(
                 abnormality=name,
                 value=value,
-                start_char=span.start_char,
-                end_char=span.end_char,
+                start_char=start_char,
+                end_char=end_char,
                 sentence=sentence,
                 section=section,
                 laterality=side,
                 lobe=lobe,
                 size_mm=size,
-                text=span.text,
+                text=text,
                 modifiers=";".join(sorted(c.lower() for c in categories)),
                 note=note,
             )

@@ -43,18 +43,67 @@ def _register_line_breaks() -> None:
         return doc
 
 
+def _register_sentencizer() -> None:
+    from spacy.language import Language
+
+    if "exact_sentencizer" in Language.factories:
+        return
+
+    @Language.factory("exact_sentencizer", default_config={"punct_chars": SENTENCE_PUNCT})
+    def make_sentencizer(nlp: Any, name: str, punct_chars: list[str]) -> Any:
+        return _Sentencizer(nlp, punct_chars)
+
+
+class _Sentencizer:
+    """spaCy's ``sentencizer`` rule, vectorised over the token arrays (it builds a Token per token).
+
+    spaCy's rule: a sentence starts at the first token after a sentence-final character (one of
+    ``punct_chars``) that is neither punctuation nor sentence-final itself; like spaCy's, it leaves
+    sentence starts that are already set alone.
+    """
+
+    def __init__(self, nlp: Any, punct_chars: list[str]) -> None:
+        import numpy as np
+
+        self.punct = [np.uint64(nlp.vocab.strings.add(c)) for c in sorted(set(punct_chars))]
+
+    def __call__(self, doc: Any) -> Any:
+        import numpy as np
+        from spacy.attrs import IS_PUNCT, ORTH, SENT_START
+
+        n = len(doc)
+        if n == 0:
+            return doc
+        arr = doc.to_array([ORTH, IS_PUNCT, SENT_START])
+        orth = arr[:, 0]
+        final = orth == self.punct[0]
+        for code in self.punct[1:]:
+            final |= orth == code
+        plain = np.flatnonzero(~final & (arr[:, 1] == 0))
+        after = np.searchsorted(plain, np.flatnonzero(final), side="right")  # first plain token after each
+        guess = np.full(n, -1, dtype=np.int64)
+        guess[0] = 1
+        guess[plain[after[after < len(plain)]]] = 1
+        current = arr[:, 2].astype(np.int64)  # uint64 in spaCy's buffer: -1 reads as 2**64 - 1
+        current[current > 1] = -1
+        starts = np.where(current != 0, current, guess).astype(np.uint64).reshape(-1, 1)
+        doc.from_array([SENT_START], starts)
+        return doc
+
+
 def _doc_text(doc: Any) -> str:
     """The report text: the copy the labeller stored (``Doc.text`` re-joins every token), else ``doc.text``."""
     text = doc.user_data.get("exact_raw")
     return text if text is not None else doc.text
 
 
-def build_nlp(rules: RuleSet) -> tuple[Any, dict[str, TargetMeta]]:
+def build_nlp(rules: RuleSet, fast: bool = True) -> tuple[Any, dict[str, TargetMeta]]:
     """Return (nlp, metadata by target rule id) for the fast radiology pipeline.
 
     Components: spaCy tokenizer and ``sentencizer``, a line-break splitter, medspacy's ``Sectionizer``
     (radiology sections, header sentences split off), ``TargetMatcher`` (into a span group, overlapping
-    matches pruned to the longest) and ``ConText``.
+    matches pruned to the longest) and ``ConText``. ``fast=False`` keeps medspacy's own regex matchers
+    (every rule over the whole text): the reference the fast matchers are tested against.
     """
     import spacy
     from medspacy.context import ConTextRule
@@ -62,8 +111,10 @@ def build_nlp(rules: RuleSet) -> tuple[Any, dict[str, TargetMeta]]:
     from medspacy.target_matcher import TargetRule
 
     _register_line_breaks()
+    _register_sentencizer()
     nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer", config={"punct_chars": SENTENCE_PUNCT})
+    # spaCy's sentencizer creates a Token object per token; ours reads the token arrays (same rule)
+    nlp.add_pipe("exact_sentencizer" if fast else "sentencizer", config={"punct_chars": SENTENCE_PUNCT})
     nlp.add_pipe("exact_line_breaks")
     sectionizer: Any = nlp.add_pipe(
         "medspacy_sectionizer",
@@ -84,9 +135,10 @@ def build_nlp(rules: RuleSet) -> tuple[Any, dict[str, TargetMeta]]:
         "medspacy_context", config={"rules": None, "input_span_type": "group", "span_group_name": SPAN_GROUP}
     )
     context.add([ConTextRule.from_dict(dict(r)) for r in rules.context])
-    speed_up(sectionizer, "_Sectionizer__matcher")
-    speed_up(matcher, "_TargetMatcher__matcher")
-    speed_up(context, "_ConText__matcher", SPAN_GROUP)
+    if fast:
+        speed_up(sectionizer, "_Sectionizer__matcher")
+        speed_up(matcher, "_TargetMatcher__matcher")
+        speed_up(context, "_ConText__matcher", SPAN_GROUP)
     metas = {r._rule_id: compile_meta(r.metadata or {}) for r in target_rules}
     return nlp, metas
 

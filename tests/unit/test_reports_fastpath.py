@@ -1,0 +1,132 @@
+"""The labeller's shortcuts (fast regex matchers, substring prefilters, token offsets) change no output.
+
+Each shortcut skips work only when it cannot change the result; these tests compare the fast labeller
+with the one that runs medspacy's own matchers and every sentence filter regex (``fast=False``), on
+sentences where a shortcut decides something, and on real CT-RATE reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+from exact_ct.reports import ReportLabeller
+from exact_ct.reports.fastmatch import TokenOffsets, doc_cache
+
+#: Texts where a shortcut matters: a ConText trigger only outside the target's sentence (the rule is
+#: skipped) or inside it; targets whose required word sits inside a longer word (the anchor test must
+#: still find it); upper case; non-ASCII letters (the sentence prefilter steps aside, and 'İ' changes
+#: length when lower-cased, so the matchers fall back to medspacy's); routed and sentence-filtered rules.
+TRICKY = [
+    "History of smoking. Nodule in the right upper lobe.",
+    "Nodule in the right upper lobe, with a history of lung cancer.",
+    "Evaluate for pneumonia.\nConsolidation in the left lower lobe cannot be excluded.",
+    "Subpleural and peribronchovascular ground-glass opacities; no pleural effusion.",
+    "CALCIFIED ATHEROMATOUS PLAQUES IN THE CORONARY ARTERIES AND THE AORTA.",
+    "Coronary calcium. Aortic wall calcification. Calcific plaques in the abdominal aorta only.",
+    "No change in the known 8 mm nodule of the lingula; borderline cardiomegaly.",
+    "Lymph nodes that did not reach pathological size in the mediastinum; enlarged lymph node 12 mm.",
+    "Mediastinal lymphadenopathy (15 mm) and retroperitoneal lymph nodes.",
+    "Pleural effusion İ on the right; no pericardial effusion.",
+    "Emphysema in both lungs, ſmall bullae; the pacemaker leads are seen.",
+    "Pleural effusion with thickening \u212a on the left. Atelectatic bands bilaterally?",
+    'IMPRESSION: " Bronchiectatic changes " Mosaic attenuation pattern " No hiatal hernia "',
+    "FINDINGS: Septal thickening and crazy paving; peribronchial thickening. Sternotomy wires.",
+    "",
+    "   \n\n  ",
+]
+
+
+@pytest.fixture(scope="module")
+def fast() -> ReportLabeller:
+    return ReportLabeller()
+
+
+@pytest.fixture(scope="module")
+def reference() -> ReportLabeller:
+    return ReportLabeller(fast=False)
+
+
+def _ctrate_reports(shared_data: Path, n: int) -> list[str]:
+    path = shared_data / "reports" / "ctrate_manual_labels" / "train.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        return [row["report_text"] for _, row in zip(range(n), csv.DictReader(f), strict=False)]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_shortcuts_change_no_label_or_mention(
+    fast: ReportLabeller, reference: ReportLabeller, text: str
+) -> None:
+    got, want = fast.label(text), reference.label(text)
+    assert got.labels == want.labels
+    assert got.mentions == want.mentions
+
+
+def test_shortcuts_change_nothing_on_real_reports(
+    fast: ReportLabeller, reference: ReportLabeller, shared_data: Path
+) -> None:
+    texts = _ctrate_reports(shared_data, 25)
+    assert len(texts) == 25
+    got, want = fast.label_many(texts), reference.label_many(texts)
+    assert sum(len(r.mentions) for r in want) > 100  # the sample exercises the rules
+    assert got == want
+
+
+def test_a_mention_inside_a_longer_word_is_still_found(fast: ReportLabeller) -> None:
+    # 'coronary' holds the rule's literal 'oronary' in the middle of a word
+    mentions = fast.label("Calcified plaques in the coronary arteries.").mentions
+    assert [m.abnormality for m in mentions] == ["Coronary artery wall calcification"]
+    assert mentions[0].text.lower().startswith("calcified")
+
+
+def test_token_offsets_align_like_spacy_char_span(fast: ReportLabeller) -> None:
+    text = "Right  lung:\n\n  a 5x4 mm nodule (RUL); no effusion.  \nEnd"
+    doc = fast.nlp.make_doc(text)
+    offsets = TokenOffsets(doc, len(text))
+    rng = random.Random(0)
+    pairs = [(a, b) for a in range(-1, len(text) + 1) for b in range(a + 1, len(text) + 2)]
+    for start, end in rng.sample(pairs, 600):
+        span = doc.char_span(start, end, alignment_mode="expand")
+        first, stop = offsets.expand(start, end)
+        if span is None:
+            assert stop <= first, (start, end)
+        else:
+            assert (first, stop) == (span.start, span.end), (start, end)
+
+
+def test_doc_cache_is_computed_once_and_matches_the_text(fast: ReportLabeller) -> None:
+    doc = fast._doc("Nodule.\nEffusion; none.")
+    cached = doc_cache(doc)
+    assert cached is doc_cache(doc)
+    assert cached.text == doc.text and cached.low == doc.text.lower()
+    assert cached.tokens.starts == [t.idx for t in doc]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "...",
+        "a.",
+        ". a",
+        "Nodule . . seen ! ? Effusion",
+        '"x" "y"',
+        "a;b;c",
+        "• a • b",
+        "Hello.\n\nWorld",
+        "(A.) B",
+    ],
+)
+def test_vectorised_sentencizer_splits_like_spacys(fast: ReportLabeller, text: str) -> None:
+    import spacy
+
+    from exact_ct.reports.pipeline import SENTENCE_PUNCT
+
+    spacy_nlp = spacy.blank("en")
+    spacy_nlp.add_pipe("sentencizer", config={"punct_chars": SENTENCE_PUNCT})
+    got = fast.nlp.get_pipe("exact_sentencizer")(fast.nlp.make_doc(text))
+    want = spacy_nlp(text)
+    assert [t.is_sent_start for t in got] == [t.is_sent_start for t in want]
