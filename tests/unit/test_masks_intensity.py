@@ -58,8 +58,9 @@ def test_contrast_heart_on_real_ct() -> None:
         order=0,
     )
     ref = np.asanyarray(ref_img.dataobj) > 0
-    # Measured 0.754 (the goal is 0.85: not reached, see docs/masks.md).
-    assert dice(labels == ORGAN_IDS["heart"], ref) >= 0.70
+    # Measured 0.754, 0.765 with the erosion radius scaled to the heart's depth (goal 0.85: not
+    # reached, see docs/masks.md).
+    assert dice(labels == ORGAN_IDS["heart"], ref) >= 0.73
     assert heart_between_lungs(labels) is None
 
 
@@ -94,6 +95,20 @@ def test_synthetic_organs_match_the_phantom_truth(synthetic) -> None:
     }
     low = {k: round(v, 3) for k, v in got.items() if v < floors[k]}
     assert not low, f"below floor: {low}"
+
+
+def test_small_heart_and_trachea_beside_a_lung_apex() -> None:
+    """Synthetic study 1: the lung apex in the top slice is as small as the trachea and nearer the midline
+    than 12% of the body width; the heart is thin and a liver dome under the right lung base is thicker."""
+    from exact_ct.synth import render_study
+
+    study = render_study(1, seed=20260427)
+    labels = segment(study.hu, study.affine)
+    got = {n: dice(labels == ORGAN_IDS[n], study.organs == ORGAN_IDS[n]) for n in ("airway", "heart")}
+    # Measured airway 0.83 (was 0: the apex was taken as the trachea's seed), heart 0.73 (was 0: the
+    # liver dome, with lung directly above it, was taken as the heart).
+    assert got["airway"] >= 0.75, got
+    assert got["heart"] >= 0.65, got
 
 
 def test_effusion_lies_inside_the_pleura_label() -> None:

@@ -26,6 +26,7 @@ class IntensityConfig:
     fat_hu_max: float = -30.0
     airway_area_mm2: tuple[float, float] = (40.0, 700.0)  # tracheal lumen section at the top of the scan
     airway_branch_ratio: float = 2.5  # a section this many times the trachea's is lung, not bronchus
+    airway_tube_ratio: float = 2.0  # the seed's connected air stays below this x its area for 20 mm
     airway_min_length_mm: float = 30.0
     airway_wall_hu: float = -150.0  # ring voxels darker than this are partly lumen: the wall is airway
     lung_hole_max_mm2: float = 400.0  # in-slice holes up to this size inside the lung are vessels
@@ -35,6 +36,7 @@ class IntensityConfig:
     effusion_max_mm: float = 60.0
     effusion_regrow_mm: float = 9.0  # thin ends and rims regrown from effusions thicker than 2 voxels
     heart_core_mm: float = 15.0  # erosion radius that detaches the heart from the great vessels
+    heart_core_ratio: float = 0.6  # erosion radius: this share of the heart's depth (15-30 mm)
     heart_min_ml: float = 30.0
     aorta_radius_mm: tuple[float, float] = (8.0, 20.0)
     aorta_offset_mm: tuple[float, float] = (25.0, 5.0)  # expected centre: left of / in front of the spine

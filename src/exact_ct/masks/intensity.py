@@ -20,6 +20,7 @@ from exact_ct.masks.morph import (
     between_lungs,
     block_mean,
     components_touching,
+    depth_mm,
     dilate_mm,
     downsample_factors,
     erode_mm,
@@ -239,9 +240,13 @@ def _airway(
         area = ndimage.sum_labels(np.ones_like(lab), lab, idx) * px_mm2
         cx = np.array([c[0] for c in ndimage.center_of_mass(lab > 0, lab, idx)])
         ok = (area >= lo_a) & (area <= hi_a) & (np.abs(cx - x_mid) < 0.12 * width)
-        if ok.any():
-            best = idx[ok][np.argmax(area[ok])]
-            seed_z, seed = z, lab == best
+        # A lung apex near the midline can be as small as the trachea in its top slice: the trachea is
+        # the section that stays a tube below (its connected air does not widen), tried largest first.
+        for k in idx[ok][np.argsort(-area[ok], kind="stable")]:
+            if _is_tube(air, lab == k, z, area[k - 1], spacing, cfg.airway_tube_ratio):
+                seed_z, seed = z, lab == k
+                break
+        if seed is not None:
             break
     if seed is None:
         return out, air
@@ -276,6 +281,28 @@ def _airway(
     ring = ndimage.binary_dilation(lumen, structure=_slice_cross()) & ~lumen & (hu < cfg.airway_wall_hu)
     lumen_all = lumen | (ring & ~air)
     return lumen_all, air & ~lumen_all
+
+
+def _is_tube(
+    air: np.ndarray, section: np.ndarray, z: int, area_mm2: float, spacing: Spacing, ratio: float
+) -> bool:
+    """Whether the air connected to ``section`` keeps an area <= ``ratio`` x its own over the next 20 mm down.
+
+    The trachea's section barely changes over a few centimetres; a lung apex widens quickly.
+    """
+    px_mm2 = spacing[0] * spacing[1]
+    prev = section
+    for zz in range(z - 1, max(z - 1 - int(round(20.0 / spacing[2])), -1), -1):
+        lab, _ = ndimage.label(air[:, :, zz], structure=_CROSS_2D)
+        hit = np.unique(lab[ndimage.binary_dilation(prev, structure=_CROSS_2D)])
+        hit = hit[hit > 0]
+        if hit.size == 0:
+            return True  # the tube ends (or is cut): nothing widened
+        nxt = np.isin(lab, hit)
+        if nxt.sum() * px_mm2 > ratio * area_mm2:
+            return False
+        prev = nxt
+    return True
 
 
 def _slice_cross() -> np.ndarray:
@@ -403,7 +430,10 @@ def _heart(tissue: np.ndarray, lungs: np.ndarray, spacing: Spacing, cfg: Intensi
     heart, grown back within soft tissue (an opening restricted to that core).
     """
     empty = np.zeros_like(tissue)
-    core = erode_mm(tissue, cfg.heart_core_mm, spacing)
+    if not tissue.any():
+        return empty
+    depth = depth_mm(tissue, spacing, 2.0 * cfg.heart_core_mm)
+    core = depth > cfg.heart_core_mm
     if not core.any():
         return empty
     labels, n = ndimage.label(core)
@@ -411,22 +441,46 @@ def _heart(tissue: np.ndarray, lungs: np.ndarray, spacing: Spacing, cfg: Intensi
     sizes = label_sums(labels, n)[1:]
     # lung on both sides at the core's level: its x range lies inside the lungs' x range on that level
     ok = np.zeros(n + 1, dtype=bool)
+    # A liver or spleen dome under the lung base also has lung to its left and right, but lung lies
+    # directly above nearly all of it (the lung base sits on the dome); above the heart lie the great
+    # vessels, and lung only where the upper lobes overhang it.
+    above_mm = cfg.heart_core_mm + 20.0
+    k_up = max(1, int(round(above_mm / spacing[2])))
     for k, sl in zip(index, ndimage.find_objects(labels), strict=True):
         lz = lungs[:, :, sl[2]]
         lx = np.flatnonzero(lz.any(axis=(1, 2)))
         if lx.size and lx[0] < sl[0].start and lx[-1] >= sl[0].stop:
-            ok[k] = True
+            ok[k] = _lung_above_share(labels[sl[0], sl[1]] == k, lungs[sl[0], sl[1]], k_up) < 0.8
     if not ok.any():
         return empty
     best = index[ok[1:]][np.argmax(sizes[ok[1:]])]
     core = labels == best
     if core.sum() * np.prod(spacing) / 1000.0 < 1.0:
         return empty
-    heart = dilate_mm(core, cfg.heart_core_mm + max(spacing) * 0.5, spacing) & tissue
+    # The aortic root and pulmonary trunk (radius up to ~20 mm) keep a core at a fixed erosion radius and
+    # come back with the heart. The erosion radius is scaled to this heart's own thickness (its deepest
+    # voxel), so that in a large heart the great vessels' cores vanish, while a small heart keeps one.
+    radius = max(
+        cfg.heart_core_mm, min(cfg.heart_core_ratio * float(depth[core].max()), 2 * cfg.heart_core_mm)
+    )
+    if radius > cfg.heart_core_mm:
+        core = components_touching(depth > radius, core)
+    heart = dilate_mm(core, radius + max(spacing) * 0.5, spacing) & tissue
     heart = largest_component(heart)
     if heart.sum() * np.prod(spacing) / 1000.0 < cfg.heart_min_ml:
         return empty
     return fill_holes_2d(heart)
+
+
+def _lung_above_share(core: np.ndarray, lungs: np.ndarray, k_up: int) -> float:
+    """Share of the core's (x, y) columns with lung within ``k_up`` slices above the core's top voxel."""
+    cols = core.any(axis=2)
+    nz = core.shape[2]
+    top = nz - 1 - np.argmax(core[:, :, ::-1], axis=2)  # highest core voxel per column
+    z = np.arange(nz)[None, None, :]
+    window = (z > top[:, :, None]) & (z <= top[:, :, None] + k_up)
+    hit = (lungs & window).any(axis=2)
+    return float(hit[cols].mean()) if cols.any() else 0.0
 
 
 def _spine(bone: np.ndarray, lungs: np.ndarray) -> np.ndarray:

@@ -50,6 +50,19 @@ def erode_mm(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray
     return inside[px:-px, py:-py, pz:-pz] > radius_mm
 
 
+def depth_mm(mask: np.ndarray, spacing: Spacing, pad_mm: float) -> np.ndarray:
+    """Distance (mm) of each ``mask`` voxel to the background, the mask continuing beyond the field of view.
+
+    ``depth_mm(m, s, r) > r`` is :func:`erode_mm` by ``r`` (large radius); with the depth map at hand,
+    erosions by several radii cost one distance transform.
+    """
+    pad = [int(np.ceil(pad_mm / s)) + 1 for s in spacing]
+    padded = np.pad(mask, [(p, p) for p in pad], mode="edge")
+    inside = ndimage.distance_transform_edt(padded, sampling=spacing)
+    px, py, pz = pad
+    return inside[px:-px, py:-py, pz:-pz]
+
+
 def inplane_distance(mask: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Distance (mm) to the nearest background voxel within the same axial slice."""
     # A huge z spacing makes the 3-D transform ignore neighbours in other slices.
