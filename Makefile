@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
+# The ephemeral API server needs more than its default 20 s to start on a busy 2-core machine (measured:
+# `make demo` failed with "Timed out while attempting to connect to ephemeral Prefect API server" at load 5).
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export DVC_SITE_CACHE_DIR ?= $(CURDIR)/.dvc/site-cache
 export DVC_NO_ANALYTICS := 1
 export TOTALSEG_HOME_DIR ?= $(CURDIR)/.totalsegmentator
