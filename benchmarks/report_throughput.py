@@ -57,6 +57,8 @@ def child(csv_path: str, workers: int) -> None:
             {
                 "seconds": took,
                 "cpu_seconds": cpu,
+                "cpu_main": self_use.ru_utime + self_use.ru_stime,
+                "cpu_workers": kids_use.ru_utime + kids_use.ru_stime,
                 "labelled": summary.labelled,
                 "rss_main_mib": self_use.ru_maxrss / 1024,
                 "rss_worker_mib": kids_use.ru_maxrss / 1024,
@@ -127,7 +129,8 @@ def main() -> int:
         f"{small_n} reports: {small_run['seconds']:.1f} s, peak RSS main {small_run['rss_main_mib']:.0f} MiB, "
         f"worker {small_run['rss_worker_mib']:.0f} MiB; {args.reports} reports: {big_run['seconds']:.1f} s, "
         f"peak RSS main {big_run['rss_main_mib']:.0f} MiB, worker {big_run['rss_worker_mib']:.0f} MiB "
-        f"({args.workers} workers, labels + evidence written); CPU time {big_run['cpu_seconds']:.1f} s = "
+        f"({args.workers} workers, labels + evidence written); CPU time {big_run['cpu_seconds']:.1f} s (main "
+        f"{big_run['cpu_main']:.1f} s, workers {big_run['cpu_workers']:.1f} s) = "
         f"{big_run['labelled'] / big_run['cpu_seconds']:.0f} reports per CPU-second "
         f"({big_run['labelled'] / big_run['cpu_seconds'] / default_cpu:.1f}x the default pipeline's)",
         file=sys.stderr,

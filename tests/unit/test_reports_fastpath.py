@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 import random
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +133,97 @@ def test_vectorised_sentencizer_splits_like_spacys(fast: ReportLabeller, text: s
     got = fast.nlp.get_pipe("exact_sentencizer")(fast.nlp.make_doc(text))
     want = spacy_nlp(text)
     assert [t.is_sent_start for t in got] == [t.is_sent_start for t in want]
+
+
+def _modifier_graph(labeller: ReportLabeller, text: str) -> list[tuple[Any, ...]]:
+    from exact_ct.reports.pipeline import SPAN_GROUP
+
+    doc = labeller._doc(text)
+    return [
+        (
+            span.start,
+            span.end,
+            [(m.category, m.modifier_span, m.scope_span, m.num_targets) for m in span._.modifiers],
+        )
+        for span in doc.spans[SPAN_GROUP]
+    ]
+
+
+#: ConText cases: several triggers and targets in one sentence, terminations, scopes cut by max_scope,
+#: triggers next to sentence ends (empty scopes), a target outside every scope, triggers without targets.
+CONTEXT_CASES = [
+    "No pleural effusion, but a nodule in the right lung and possible consolidation.",
+    "Nodule. No",
+    "No\nnodule is seen; effusion cannot be excluded.",
+    "There is no evidence of pneumothorax or pleural effusion however emphysema is present.",
+    "Consolidation in the lower lobes, likely atelectasis, is not seen in the upper lobes anymore.",
+    "History of lymphoma: mediastinal lymph nodes are not enlarged. Possible? nodule.",
+    "Nodule " + "in the right upper lobe of the lung with a smooth contour " * 3 + "was not observed.",
+    "No change in the known nodule. No new nodule. Effusion: none.",
+    "Possibly",
+]
+
+
+@pytest.mark.parametrize("text", CONTEXT_CASES + TRICKY)
+def test_fast_context_builds_medspacys_modifier_graph(
+    fast: ReportLabeller, reference: ReportLabeller, text: str
+) -> None:
+    assert _modifier_graph(fast, text) == _modifier_graph(reference, text)
+
+
+def test_fast_context_matches_medspacy_on_real_reports(
+    fast: ReportLabeller, reference: ReportLabeller, shared_data: Path
+) -> None:
+    texts = _ctrate_reports(shared_data, 25)[10:25]
+    graphs = [_modifier_graph(fast, t) for t in texts]
+    assert sum(len(mods) for g in graphs for _, _, mods in g) > 20  # the sample has modifiers
+    assert graphs == [_modifier_graph(reference, t) for t in texts]
+
+
+@pytest.mark.parametrize("direction", ["FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEUDO"])
+@pytest.mark.parametrize("max_scope", [None, 1, 2, 5])
+def test_scope_from_sentence_starts_equals_medspacys(
+    fast: ReportLabeller, direction: str, max_scope: int | None
+) -> None:
+    from medspacy.context import ConTextModifier, ConTextRule
+
+    from exact_ct.reports.fastcontext import _scope
+    from exact_ct.reports.fastmatch import sentence_starts
+
+    doc = fast._doc("One two three four. Five six seven eight nine ten; eleven twelve\nthirteen")
+    rule = ConTextRule("x", "NEGATED_EXISTENCE", direction=direction, max_scope=max_scope)
+    starts = sentence_starts(doc)
+    for start in range(len(doc)):
+        for end in range(start + 1, min(start + 3, len(doc)) + 1):
+            want = ConTextModifier(rule, start, end, doc).scope_span  # medspacy walks doc[start].sent
+            k = max(i for i, s in enumerate(starts) if s <= start)
+            sent_end = starts[k + 1] if k + 1 < len(starts) else len(doc)
+            assert _scope(rule, start, end, starts[k], sent_end) == want, (start, end)
+
+
+def test_light_import_skips_torch_and_defers_nltk() -> None:
+    code = (
+        "import sys\n"
+        "from exact_ct.reports.imports import import_spacy_light\n"
+        "import_spacy_light()\n"
+        "import spacy, medspacy, thinc\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert type(sys.modules['nltk']).__name__ == '_Deferred'\n"
+        "import nltk\n"
+        "assert nltk.__version__ and type(sys.modules['nltk']).__name__ == 'module'\n"
+        "import torch\n"  # hidden only while thinc was imported: a later import works
+        "assert torch.tensor([1]).sum().item() == 1\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "plain ascii", "caf\u00e9 \u00fc", "x\udc80y", "\udcff", "\udc7f", "\udd00"]
+)
+def test_invalid_byte_test_matches_the_per_character_rule(text: str) -> None:
+    from exact_ct.reports.table import _has_invalid_bytes
+
+    assert _has_invalid_bytes(text) == any("\udc80" <= ch <= "\udcff" for ch in text)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
+import io
 import itertools
 import logging
 import multiprocessing
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from exact_ct.io import atomic_path
 from exact_ct.reports.labeller import DEFAULT_IGNORED_SECTIONS, ReportLabeller
@@ -30,7 +32,18 @@ EVIDENCE_COLUMNS = (
 )  # fmt: skip
 
 Chunk = list[tuple[str, str]]
-ChunkResult = list[tuple[str, tuple[int | None, ...], list[tuple[Any, ...]]]]
+
+
+class ChunkResult(NamedTuple):
+    """What a worker sends back for one chunk: labels per report, and the chunk's evidence as CSV text.
+
+    The evidence rows are formatted in the worker: one string crosses the process boundary instead of
+    ~14 tuples of 13 fields per report, and the parent only copies it to the file.
+    """
+
+    labels: list[tuple[str, tuple[int | None, ...]]]
+    n_mentions: int
+    evidence_csv: str
 
 
 @dataclass(frozen=True)
@@ -64,18 +77,22 @@ def _fmt_size(v: float | None) -> str:
 
 
 def label_chunk(chunk: Chunk) -> ChunkResult:
-    """Label (id, text) pairs with this process's labeller; plain tuples keep the transfer cheap."""
+    """Label (id, text) pairs with this process's labeller; evidence comes back as CSV text (no header)."""
     assert _LABELLER is not None, "worker not initialised"
-    out: ChunkResult = []
+    labels: list[tuple[str, tuple[int | None, ...]]] = []
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    n_mentions = 0
     results = _LABELLER.label_many([text for _, text in chunk])
     for (rid, _), res in zip(chunk, results, strict=True):
-        ev = [
+        writer.writerows(
             (rid, m.abnormality, "" if m.value is None else m.value, m.start_char, m.end_char, m.section,
              m.laterality, m.lobe, _fmt_size(m.size_mm), m.text, m.modifiers, m.note, m.sentence.strip())
             for m in res.mentions
-        ]  # fmt: skip
-        out.append((rid, res.labels, ev))
-    return out
+        )  # fmt: skip
+        n_mentions += len(res.mentions)
+        labels.append((rid, res.labels))
+    return ChunkResult(labels, n_mentions, buf.getvalue())
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[Chunk]:
@@ -106,8 +123,14 @@ def map_chunks(
     with ProcessPoolExecutor(max_workers=workers, **pool_kwargs) as pool:
         pending: list[Future[ChunkResult]] = []
         it = iter(chunks)
-        for chunk in itertools.islice(it, 2 * workers):
-            pending.append(pool.submit(label_chunk, chunk))
+        # Forked workers start on the first submit: frozen objects (the imported modules, the pipeline)
+        # are left out of the workers' garbage collections and their pages are not copied by them.
+        gc.freeze()
+        try:
+            for chunk in itertools.islice(it, 2 * workers):
+                pending.append(pool.submit(label_chunk, chunk))
+        finally:
+            gc.unfreeze()  # this process collects as before
         while pending:
             result = pending.pop(0).result()
             nxt = next(it, None)
@@ -191,25 +214,24 @@ def label_table(
         lf = stack.enter_context(open(labels_tmp, "w", encoding="utf-8", newline=""))
         lw = csv.writer(lf, lineterminator="\n")
         lw.writerow([table.id_name, *ABNORMALITIES])
-        ew = None
+        ef = None
         if evidence_out is not None:
             ev_tmp = stack.enter_context(atomic_path(evidence_out))
             ef = stack.enter_context(open(ev_tmp, "w", encoding="utf-8", newline=""))
-            ew = csv.writer(ef, lineterminator="\n")
-            ew.writerow(EVIDENCE_COLUMNS)
+            csv.writer(ef, lineterminator="\n").writerow(EVIDENCE_COLUMNS)
         for result in map_chunks(_chunks(table, cfg.chunk_size), rules, cfg.ignore_sections, cfg.workers):
-            for rid, labels, evidence in result:
+            for rid, labels in result.labels:
                 binary_labels = [to_binary(v, cfg.binary_policy) for v in labels]
                 lw.writerow([rid, *(_cell(v) for v in (binary_labels if binary else labels))])
                 for name, v, b in zip(ABNORMALITIES, labels, binary_labels, strict=True):
                     counts[name]["empty" if v is None else str(v)] += 1
                     positives[name] += b == 1
-                if ew is not None:
-                    ew.writerows(evidence)
-                summary.mentions += len(evidence)
-                summary.labelled += 1
+            if ef is not None:
+                ef.write(result.evidence_csv)
+            summary.mentions += result.n_mentions
+            summary.labelled += len(result.labels)
             if progress is not None:
-                progress(len(result))
+                progress(len(result.labels))
         if quarantine_out is not None:
             q_tmp = stack.enter_context(atomic_path(quarantine_out))
             with open(q_tmp, "w", encoding="utf-8", newline="") as qf:

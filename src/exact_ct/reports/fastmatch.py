@@ -11,10 +11,13 @@ around them. Matches are aligned to tokens exactly as medspacy does
 from __future__ import annotations
 
 import bisect
+import functools
+import operator
 import re
 
 # The regex parser is private API; the project pins Python 3.11 (pyproject), where it lives here.
 import re._parser as sre_parse  # type: ignore[import-not-found]
+from collections.abc import Iterable
 from re._constants import (  # type: ignore[import-not-found]
     ATOMIC_GROUP,
     BRANCH,
@@ -131,58 +134,52 @@ class _Anchors:
         return mask
 
     def text_mask(self, low: str) -> int:
-        mask = 0
         memo = self.memo
-        for word in set(_LETTERS.findall(low)):
-            m = memo.get(word)
-            if m is None:
-                m = 0
-                for anchor, bit in self.bits.items():
-                    if anchor in word:
-                        m |= 1 << bit
-                if len(memo) < _MEMO_MAX:
-                    memo[word] = m
-            mask |= m
-        return mask
+        words = set(_LETTERS.findall(low))
+        masks = list(map(memo.get, words))  # one C-level pass; the memo holds nearly every word
+        if None in masks:
+            masks = [self._word_mask(w) if m is None else m for w, m in zip(words, masks, strict=True)]
+        return functools.reduce(operator.or_, masks, 0)
+
+    def _word_mask(self, word: str) -> int:
+        m = 0
+        for anchor, bit in self.bits.items():
+            if anchor in word:
+                m |= 1 << bit
+        if len(self.memo) < _MEMO_MAX:
+            self.memo[word] = m
+        return m
 
 
 _ANCHORS = _Anchors()
 
 
-def _positions(low: str, factor: str, cache: dict[str, list[int]], mask: int) -> list[int]:
-    """Start offsets of ``factor`` in ``low``; cached per document (rules and matchers share factors)."""
-    found = cache.get(factor)
-    if found is None:
-        found = []
-        bit = _ANCHORS.factor_bit.get(factor)
-        if bit is None or (mask >> bit) & 1:  # else its anchor is in no word of the text
-            i = low.find(factor)
-            while i != -1:
-                found.append(i)
-                i = low.find(factor, i + 1)
-        cache[factor] = found
-    return found
-
-
 def _windows(
     low: str,
-    factors: Factors,
+    factors: Iterable[str] | None,
     breaks: list[int],
     cache: dict[str, list[int]],
     regions: list[tuple[int, int]] | None = None,
-    mask: int = -1,
 ) -> list[tuple[int, int]]:
-    """Merged (start, end) character ranges of the clauses that contain a factor of the rule.
+    """Merged (start, end) character ranges of the clauses that contain one of ``factors``.
 
-    ``regions`` (sorted, disjoint) restricts the search: the ConText matcher only needs the sentences that
-    hold a target, since a modifier never reaches outside its sentence.
+    Factor positions are cached per document in ``cache`` (rules and matchers share factors); callers
+    leave out the factors the anchor mask rules out. ``regions`` (sorted, disjoint) restricts the result.
     """
     if factors is None:
         return [(0, len(low))] if regions is None else regions
     found: list[tuple[int, int]] = []
-    last_hi = -1
     for f in factors:
-        for i in _positions(low, f, cache, mask):
+        positions = cache.get(f)
+        if positions is None:
+            positions = []
+            i = low.find(f)
+            while i != -1:
+                positions.append(i)
+                i = low.find(f, i + 1)
+            cache[f] = positions
+        last_hi = -1
+        for i in positions:
             if i < last_hi and found and found[-1][0] <= i:
                 continue  # inside the clause just added
             # from just after the previous break to just after the next one
@@ -192,7 +189,6 @@ def _windows(
             hi = breaks[j] + 1 if j < len(breaks) else len(low)
             found.append((lo, hi))
             last_hi = hi
-        last_hi = -1
     if regions is not None and found:
         found = _clip(found, regions)
     if len(found) <= 1:
@@ -326,19 +322,21 @@ def make_fast_matcher_class() -> type:
     from medspacy.common.regex_matcher import RegexMatcher
 
     class FastRegexMatcher(RegexMatcher):  # type: ignore[misc]
-        _compiled: list[tuple[Any, Any, Any, Factors, int | None]] | None = None
+        _compiled: list[tuple[Any, Any, Any, Factors, int | None, list[tuple[str, int | None]]]] | None = None
         #: Span group of the targets: set for the ConText matcher, which then scans only their sentences.
         _targets_group: str | None = None
 
-        def _prepare(self) -> list[tuple[Any, Any, Any, Factors, int | None]]:
+        def _prepare(self) -> list[tuple[Any, Any, Any, Factors, int | None, list[tuple[str, int | None]]]]:
             compiled = []
             for match_id, patterns in self._patterns.items():
                 for pattern in patterns:
                     src = pattern.pattern
                     factors = necessary_factors(src)
                     rule_mask = _ANCHORS.register(factors)
+                    # each factor with its anchor bit (None: no letters, always searched)
+                    bits = [(f, _ANCHORS.factor_bit.get(f)) for f in sorted(factors or ())]
                     compiled.append(
-                        (match_id, re.compile(src), self._callbacks[match_id], factors, rule_mask)
+                        (match_id, re.compile(src), self._callbacks[match_id], factors, rule_mask, bits)
                     )
             self._compiled = compiled
             return compiled
@@ -354,22 +352,32 @@ def make_fast_matcher_class() -> type:
                     return []  # no target in this report: ConText has nothing to modify
             if len(low) != len(text):  # a few Unicode letters change length when lower-cased
                 return super().__call__(doc)  # type: ignore[no-any-return]
-            joined = "\0".join([low[lo:hi] for lo, hi in regions]) if regions is not None else ""
+            subs = [low[lo:hi] for lo, hi in regions] if regions is not None else []
             matches: list[tuple[int, int, int]] = []
-            mask = cached.mask if regions is None else -1
-            for match_id, pattern, on_match, factors, rule_mask in compiled:
+            mask = cached.mask
+            for match_id, pattern, on_match, factors, rule_mask, bits in compiled:
                 if regions is None:
                     if rule_mask is not None and not mask & rule_mask:
                         continue  # none of the rule's required words occurs in the report
-                    windows = _windows(low, factors, cached.breaks, cached.positions, mask=mask)
+                    # only the factors whose anchor occurs in a word of the report can occur in it
+                    present = (
+                        None if factors is None else [f for f, b in bits if b is None or (mask >> b) & 1]
+                    )
+                    windows = _windows(low, present, cached.breaks, cached.positions)
                 elif factors is None:
                     windows = regions
-                elif any(f in joined for f in factors):
-                    # Target sentences are few and short: one substring test per factor on all of them
-                    # beats locating factors; they are then scanned whole.
-                    windows = regions
                 else:
-                    continue  # no word this rule requires occurs in a target sentence
+                    if rule_mask is not None and not mask & rule_mask:
+                        continue  # none of the rule's required words occurs in the report
+                    # Target sentences are few and short: substring tests of the factors whose anchor
+                    # occurs in the report pick the regions to scan whole (a match lies inside one region
+                    # and contains a factor).
+                    present = [f for f, b in bits if b is None or (mask >> b) & 1]
+                    windows = [
+                        r for r, sub in zip(regions, subs, strict=True) if any(f in sub for f in present)
+                    ]
+                    if not windows:
+                        continue  # no word this rule requires occurs in a target sentence
                 for lo, hi in windows:
                     for m in pattern.finditer(low, lo, hi):
                         start, end = m.start(), m.end()

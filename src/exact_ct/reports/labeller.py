@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from exact_ct.reports.evidence import laterality, lobes, sizes_mm
+from exact_ct.reports.fastcontext import FastConText
 from exact_ct.reports.fastmatch import doc_cache, necessary_factors, sentence_starts
 from exact_ct.reports.pipeline import SPAN_GROUP, build_nlp
 from exact_ct.reports.rules import EXCLUDE, RuleSet, TargetMeta, load_rules
@@ -104,13 +105,18 @@ class ReportLabeller:
         self.ignore_sections = frozenset(ignore_sections)
         self._index = {name: i for i, name in enumerate(ABNORMALITIES)}
         self._factors = _sentence_factors(self._metas.values()) if fast else {}
+        # ConText's graph step without medspacy's per-token sentence walks (fastcontext.py: same result)
+        self._procs = [
+            FastConText(proc) if fast and name == "medspacy_context" else proc
+            for name, proc in self.nlp.pipeline
+        ]
 
     def _doc(self, text: str) -> Any:
         # The components run one by one on each doc: spaCy's batching buys nothing for rule components,
         # and keeping the raw text on the doc spares a Doc.text re-join in every component.
         doc = self.nlp.make_doc(text)
         doc.user_data["exact_raw"] = text  # spaCy's tokenizer is non-destructive: doc.text == text
-        for _, proc in self.nlp.pipeline:
+        for proc in self._procs:
             doc = proc(doc)
         return doc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from exact_ct.reports.fastmatch import speed_up
+from exact_ct.reports.imports import import_spacy_light
 from exact_ct.reports.rules import RuleSet, TargetMeta, compile_meta
 
 #: spaCy's rule-based sentencizer is ~7x faster than PyRuSH (SETUP-NOTES); ';' and bullets end clauses too.
@@ -13,6 +14,7 @@ SPAN_GROUP = "medspacy_spans"
 
 
 def _register_line_breaks() -> None:
+    import_spacy_light()
     from spacy.language import Language
 
     if "exact_line_breaks" in Language.factories:
@@ -105,6 +107,7 @@ def build_nlp(rules: RuleSet, fast: bool = True) -> tuple[Any, dict[str, TargetM
     matches pruned to the longest) and ``ConText``. ``fast=False`` keeps medspacy's own regex matchers
     (every rule over the whole text): the reference the fast matchers are tested against.
     """
+    import_spacy_light()  # spares ~5 CPU-seconds of torch and nltk imports (imports.py)
     import spacy
     from medspacy.context import ConTextRule
     from medspacy.section_detection import SectionRule
@@ -145,6 +148,7 @@ def build_nlp(rules: RuleSet, fast: bool = True) -> tuple[Any, dict[str, TargetM
 
 def build_default_nlp(rules: RuleSet) -> Any:
     """medspacy's default pipeline (``medspacy.load()``: PyRuSH, default ConText rules) with our target rules."""
+    import_spacy_light()
     import medspacy
     from medspacy.target_matcher import TargetRule
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -109,9 +110,13 @@ def compose_report(header: Sequence[str], row: Sequence[str], text_idx: Sequence
     return "\n\n".join(parts)
 
 
+#: Undecodable bytes arrive as lone surrogates (errors="surrogateescape").
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def _has_invalid_bytes(text: str) -> bool:
-    # Undecodable bytes arrive as lone surrogates (errors="surrogateescape").
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    # str.isascii reads a flag of the string (no scan); a regex search replaces a per-character loop
+    return not text.isascii() and _ESCAPED_BYTE.search(text) is not None
 
 
 def _clean(text: str) -> str:
