@@ -20,6 +20,7 @@ from exact_ct.model.package import ModelPackage, load_package, save_package
 from exact_ct.transfer.config import FinetuneConfig
 from exact_ct.transfer.data import Sample, image_on_grid
 from exact_ct.transfer.embed import embedding_dim, organ_embeddings
+from exact_ct.transfer.model import build_net
 from exact_ct.transfer.pipeline import load_finetuned, predict_study
 from exact_ct.transfer.train import fit, prepare
 
@@ -198,3 +199,38 @@ def test_subsample_prefers_lesions_for_segmentation_and_keeps_both_classes_for_c
         labels = [s.label for s in subsample(cls, 5, seed)]
         assert len(labels) == 5 and 1.0 in labels and 0.0 in labels
     assert subsample(cls, 0, 0) == cls and subsample(cls, 50, 0) == cls
+
+
+def test_pretrained_parts_copy_only_the_named_parts(package: Path) -> None:
+    base = load_package(package)
+    data = prepare(_samples(1), base)
+    cfg = FinetuneConfig(pretrained_parts=("encoder",), maps_input=False, epochs=1, lr=0.0, seed=7)
+    net, _ = fit("segmentation", data, np.arange(1), cfg, base, NET)
+    before, after = base.net.state_dict(), net.trunk.state_dict()
+    floats = [k for k in after if after[k].dtype.is_floating_point and k in before]
+    enc = [k for k in floats if k.startswith("encoder.")]
+    # convolution kernels (norm and PReLU weights start at the same constants in every network)
+    ano = [k for k in floats if k.startswith("anomaly_dec.") and after[k].dim() > 1]
+    assert enc and ano
+    assert all(torch.equal(after[k], before[k]) for k in enc)  # copied (lr 0: unchanged since)
+    assert not any(torch.equal(after[k], before[k]) for k in ano)  # fresh initialisation
+
+
+def test_head_warmup_leaves_the_trunk_untouched_and_trunk_lr_scale_zero_freezes_it(package: Path) -> None:
+    base = load_package(package)
+    data = prepare(_samples(2), base)
+    before = base.net.state_dict()
+    for cfg in (
+        FinetuneConfig(head_warmup_epochs=2, epochs=2, batch_size=1, lr=0.01, seed=0),
+        FinetuneConfig(trunk_lr_scale=0.0, epochs=2, batch_size=1, lr=0.01, seed=0),
+    ):
+        net, _ = fit("segmentation", data, np.arange(2), cfg, base, NET)
+        after = net.trunk.state_dict()
+        assert all(torch.equal(after[k], before[k]) for k in after if k in before)
+        fresh = build_net(NET, base, pretrained=True, maps_input=True, seed=0).head.state_dict()
+        assert not all(torch.equal(v, fresh[k]) for k, v in net.head.state_dict().items())  # head learnt
+    # with one warm-up epoch of two, the trunk learns in the second
+    cfg = FinetuneConfig(head_warmup_epochs=1, epochs=2, batch_size=1, lr=0.01, seed=0)
+    net, _ = fit("segmentation", data, np.arange(2), cfg, base, NET)
+    after = net.trunk.state_dict()
+    assert not all(torch.equal(after[k], before[k]) for k in after if k.startswith("anomaly_dec."))

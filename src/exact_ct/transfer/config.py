@@ -10,6 +10,7 @@ from exact_ct.config import ConfigError, from_dict
 TASK_KINDS = ("segmentation", "classify")
 INITS = ("pretrained", "scratch")
 METHODS = ("finetune", "probe")
+TRUNK_PARTS = ("encoder", "organ_decoder", "anomaly_decoder")  # as exact_ct.transfer.model.TRUNK_PARTS
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class FinetuneConfig:
         init: ``pretrained`` copies every weight of the package's network (encoder, organ decoder,
             anomaly decoder) into the new network; ``scratch`` starts from a random initialisation of
             the same network (the baseline).
+        pretrained_parts: the trunk parts ``init=pretrained`` copies (``encoder``, ``organ_decoder``,
+            ``anomaly_decoder``); the others start from the seeded random initialisation.
         maps_input: feed the frozen pretrained model's 18 anomaly maps to the new head as extra input
             channels (beside the anomaly decoder's features).
         freeze_encoder: keep the shared encoder's weights fixed (decoders and head still learn).
@@ -27,7 +30,12 @@ class FinetuneConfig:
             trained end to end) or ``probe`` (logistic regression on frozen per-organ embeddings).
         epochs: passes over the training studies.
         batch_size: studies per step.
-        lr: AdamW learning rate (constant; the few-label regime has few steps).
+        lr: AdamW learning rate of the new head (constant; the few-label regime has few steps).
+        trunk_lr_scale: the trunk's (encoder and decoders) learning rate is ``lr * trunk_lr_scale``, for
+            ``pretrained`` and ``scratch`` alike (discriminative fine-tuning: a pretrained trunk needs
+            smaller steps than a new head).
+        head_warmup_epochs: the first epochs train the new head only (trunk frozen), then everything
+            learns (the trunk is not rewritten by the gradients of a random head).
         weight_decay: AdamW weight decay.
         val_fraction: share of the labelled studies held out for the reported metrics (at least one
             study when there are two or more); the package keeps the weights of the last epoch.
@@ -43,12 +51,15 @@ class FinetuneConfig:
     """
 
     init: str = "pretrained"
+    pretrained_parts: tuple[str, ...] = ("encoder", "organ_decoder", "anomaly_decoder")
     maps_input: bool = True
     freeze_encoder: bool = False
     method: str = "finetune"
     epochs: int = 20
     batch_size: int = 2
     lr: float = 1e-3
+    trunk_lr_scale: float = 1.0
+    head_warmup_epochs: int = 0
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
     threshold: float = 0.5
@@ -62,10 +73,15 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ConfigError(f"finetune.init {self.init!r} unknown; expected one of {INITS}")
+        bad = sorted(set(self.pretrained_parts) - set(TRUNK_PARTS))
+        if bad:
+            raise ConfigError(f"finetune.pretrained_parts {bad} unknown; expected some of {TRUNK_PARTS}")
         if self.method not in METHODS:
             raise ConfigError(f"finetune.method {self.method!r} unknown; expected one of {METHODS}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("finetune.val_fraction must lie in [0, 1)")
+        if self.trunk_lr_scale < 0 or self.head_warmup_epochs < 0:
+            raise ConfigError("finetune.trunk_lr_scale and finetune.head_warmup_epochs must be >= 0")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("finetune.epochs and finetune.batch_size must be >= 1")
 

@@ -63,6 +63,20 @@ class TransferNet(nn.Module):
         return self.head(feats)
 
 
+#: Trunk parts that ``init=pretrained`` may copy, by ExactNet module-name prefix.
+TRUNK_PARTS: dict[str, tuple[str, ...]] = {
+    "encoder": ("encoder.",),
+    "organ_decoder": ("organ_up.", "organ_dec.", "organ_head."),
+    "anomaly_decoder": (
+        "anomaly_in.",
+        "anomaly_up.",
+        "anomaly_dec.",
+        "anomaly_head_full.",
+        "anomaly_head_half.",
+    ),
+}
+
+
 def build_net(
     network: NetworkConfig,
     base: ModelPackage | None,
@@ -71,14 +85,21 @@ def build_net(
     maps_input: bool,
     seed: int,
     in_channels: int = 1,
+    parts: tuple[str, ...] = tuple(TRUNK_PARTS),
 ) -> TransferNet:
-    """A TransferNet seeded by ``seed``; ``pretrained`` copies every trunk weight of ``base``."""
+    """A TransferNet seeded by ``seed``; ``pretrained`` copies the trunk ``parts`` of ``base`` (the rest
+    keeps the seeded random initialisation)."""
     torch.manual_seed(seed)
     trunk = ExactNet(network, in_channels)
     if pretrained:
         if base is None:
             raise ValueError("init=pretrained needs the pretrained package")
-        trunk.load_state_dict(base.net.state_dict())
+        unknown = sorted(set(parts) - set(TRUNK_PARTS))
+        if unknown:
+            raise ValueError(f"unknown trunk parts {unknown}; expected some of {sorted(TRUNK_PARTS)}")
+        prefixes = tuple(p for part in parts for p in TRUNK_PARTS[part])
+        state = {k: v for k, v in base.net.state_dict().items() if k.startswith(prefixes)}
+        trunk.load_state_dict({**trunk.state_dict(), **state})
     return TransferNet(network, N_MAPS if maps_input else 0, trunk)
 
 

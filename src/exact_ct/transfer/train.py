@@ -108,11 +108,16 @@ def fit(
         maps_input=maps_input,
         seed=cfg.seed,
         in_channels=int(data.images.shape[1]),
+        parts=cfg.pretrained_parts,
     )
     if cfg.freeze_encoder:
         freeze_encoder(net)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head = [p for p in net.head.parameters() if p.requires_grad]
+    trunk = [p for p in net.trunk.parameters() if p.requires_grad]
+    groups = [{"params": head, "lr": cfg.lr}]
+    if trunk and cfg.trunk_lr_scale > 0:
+        groups.append({"params": trunk, "lr": cfg.lr * cfg.trunk_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     seg_loss = _segmentation_loss() if kind == "segmentation" else None
     region = None
     pos_weight = 1.0
@@ -132,6 +137,10 @@ def fit(
     losses: list[float] = []
     net.train()
     for epoch in range(cfg.epochs):
+        # Head-only warm-up: the trunk takes no step (its gradients are not even computed).
+        warm = epoch < cfg.head_warmup_epochs
+        for p in trunk:
+            p.requires_grad_(not warm and cfg.trunk_lr_scale > 0)
         order = train_idx[np.random.default_rng([cfg.seed, 5, epoch]).permutation(len(train_idx))]
         total, steps = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
