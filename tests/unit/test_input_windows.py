@@ -54,6 +54,8 @@ def test_package_with_windows_infers_from_the_package_alone(tmp_path) -> None:
     pkg = ModelPackage(ExactNet(net_cfg, plan.in_channels), net_cfg, PoolingConfig(), plan)
     loaded = load_package(save_package(pkg, tmp_path / "m"))
     assert loaded.plan.windows_hu == WINDOWS and loaded.net.encoder[0] is not None
+    first_conv = next(m for m in loaded.net.encoder[0].modules() if isinstance(m, torch.nn.Conv3d))
+    assert first_conv.in_channels == len(WINDOWS)  # the package rebuilt a 3-channel network from its plan
     hu = np.full((20, 20, 12), -800.0, np.float32)
     probs, organs, maps = infer_volume(hu, np.diag([4.0, 4.0, 4.0, 1.0]), loaded)
     assert len(probs) == 18 and organs.shape == hu.shape and maps.shape == (*hu.shape, 18)
