@@ -216,7 +216,19 @@ def test_denies_negates_and_context_ignores_sentences_without_targets(labeller: 
         ("Nodular lesions are observed in the pleura of the right lung.", {}),
         # tumour invasion is not a lung opacity
         ("The adrenal mass shows infiltration into the kidney parenchyma.", {}),
-        ("Patchy infiltration in the left lower lobe.", {"Lung opacity": 1}),
+        # CT-RATE's annotators do not count an infiltration on its own as a Lung opacity (3 of the 22
+        # reports whose only opacity evidence is an affirmed infiltration are positive; docs/reports.md)
+        ("Patchy infiltration in the left lower lobe.", {}),
+        ("Patchy infiltration and ground-glass areas in the left lower lobe.", {"Lung opacity": 1}),
+        # nor bronchial wall thickening as Peribronchial thickening (0 of 7 such reports are positive)
+        ("Bronchial wall thickening in both lungs.", {}),
+        ("Mild peribronchial wall thickening in both lungs.", {"Peribronchial thickening": 1}),
+        ("Increased thickness of the peribronchial sheath.", {"Peribronchial thickening": 1}),
+        # the thickening of another structure named after "peribronchial" is not peribronchial
+        (
+            "Ground-glass areas extending along the peribronchial area and interlobular septal thickenings.",
+            {"Lung opacity": 1, "Interlobular septal thickening": 1},
+        ),
         # "full regression" denies the finding
         ("The consolidation described previously shows full regression.", {"Consolidation": 0}),
     ],

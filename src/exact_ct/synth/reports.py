@@ -219,7 +219,7 @@ def _present(rng: np.random.Generator, name: str, f: Facts) -> str:
             rng,
             [
                 f"Peribronchial thickening is observed in {where}.",
-                f"Bronchial wall thickening is noted in {where}.",
+                f"Peribronchial wall thickening is noted in {where}.",
             ],
         )
     if name == "Consolidation":
