@@ -18,7 +18,7 @@ export TOTALSEG_HOME_DIR ?= $(CURDIR)/.totalsegmentator
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup browser demo test test-fast bench lint format server
+.PHONY: setup browser demo test test-fast bench bench-quick lint format server
 
 # The environment is rebuilt only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
@@ -51,6 +51,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	EXACT_MODE=test $(BIN)/python benchmarks/run_all.py
+
+bench-quick: $(STAMP)  # the same scripts at their --quick sizes: minutes, for a sanity check
+	EXACT_MODE=test $(BIN)/python benchmarks/run_all.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check src stages flows tests benchmarks

@@ -1,7 +1,13 @@
-"""Run every benchmark script in this folder and print their one-line results (`make bench`)."""
+"""Run every benchmark script in this folder and print their one-line results (`make bench`).
+
+``--quick`` (`make bench-quick`) passes ``--quick`` to every script that takes it (smaller sizes: a sanity
+check of the figures in minutes, not the figures the docs quote); ``--only NAME`` runs the scripts whose
+name contains NAME.
+"""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -10,13 +16,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> int:
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="pass --quick to the scripts that accept it")
+    parser.add_argument("--only", default="", help="run only scripts whose name contains this")
+    args = parser.parse_args(argv)
+    scripts = sorted(
+        p
+        for p in HERE.glob("*.py")
+        if p.name != "run_all.py" and not p.name.startswith("_") and args.only in p.stem
+    )
     failures = 0
     lines = []
     for script in scripts:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(script)], cwd=HERE.parent, capture_output=True, text=True)
+        cmd = [sys.executable, str(script)]
+        if args.quick and '"--quick"' in script.read_text(encoding="utf-8"):
+            cmd.append("--quick")
+        proc = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True)
         took = time.perf_counter() - t0
         out = [line for line in proc.stdout.strip().splitlines() if line.strip()]
         if proc.returncode != 0 or not out:
