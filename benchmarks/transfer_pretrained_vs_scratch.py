@@ -176,6 +176,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the table here")
     ap.add_argument("--cache", type=Path, help="keep rendered studies here between runs (development)")
     ap.add_argument("--steps", type=int, default=0, help="study-steps per fine-tuning run (0: 120, quick 60)")
+    ap.add_argument("--pretrain-studies", type=int, default=0, help="pretraining pool (0: 60, quick 30)")
+    ap.add_argument("--test-studies", type=int, default=0, help="test studies (0: 30, quick 16)")
+    ap.add_argument("--pretrain-epochs", type=int, default=0, help="pretraining epochs (0: 10, quick 3)")
     args = ap.parse_args()
 
     import torch
@@ -190,7 +193,9 @@ def main() -> int:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     quick = args.quick
-    n_pretrain, n_test = (30, 16) if quick else (60, 30)
+    n_pretrain = args.pretrain_studies or (30 if quick else 60)
+    n_test = args.test_studies or (16 if quick else 30)
+    pretrain_epochs = args.pretrain_epochs or (3 if quick else 10)
     sizes = (5, 10) if quick else (5, 10, 20)
     seeds = (0, 1) if quick else (0, 1, 2)
     # study-steps per fine-tuning run, whatever the size (40 was too short for either arm: at 10 studies
@@ -216,7 +221,7 @@ def main() -> int:
     )
     log(f"rendered {len(studies)} studies in {time.perf_counter() - t0:.0f} s")
     with tempfile.TemporaryDirectory(prefix="exact-transfer-bench-") as tmp:
-        model_dir = args.model or pretrain(studies[:n_pretrain], plan, Path(tmp), 3 if quick else 10, seed=5)
+        model_dir = args.model or pretrain(studies[:n_pretrain], plan, Path(tmp), pretrain_epochs, seed=5)
         base = load_package(model_dir)
         log(f"pretrained model ready at {time.perf_counter() - t0:.0f} s")
         samples = [
