@@ -31,6 +31,7 @@ from exact_ct.masks.morph import (
     largest_component,
     upsample_labels,
 )
+from exact_ct.masks.vessels import CONTRAST_BLOOD_HU, aorta_enhanced, aorta_unenhanced, blood_pool_hu
 from exact_ct.schema import ORGAN_IDS
 
 LUNG_L, LUNG_R, AIRWAY, PLEURA = (ORGAN_IDS[n] for n in ("lung_left", "lung_right", "airway", "pleura"))
@@ -97,13 +98,14 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
     hole_px = cfg.bone_hole_max_mm2 / (spacing[0] * spacing[1])
     bone_filled = fill_small_holes_2d(bone, hole_px)
     dense = fill_small_holes_2d(body & (hu >= cfg.bone_hu_min), hole_px)
-    spine_bone = _spine(bone, lungs)
+    spine_bone = _spine(bone, lung_l, lung_r)
     spine = _front_of_spine(spine_bone, dense, spacing)
     # The space's paravertebral limit uses the bone component's own front (it never reaches into a
     # blood pool): cutting a little less there costs nothing, the walk's error would cut the heart.
     arch = _front_of_spine(spine_bone, fill_small_holes_2d(spine_bone, hole_px), spacing)
     region = mediastinal_space(lung_l, lung_r, body, arch, spacing) & ~bone_filled & ~airway
     heart, aorta, esophagus = (np.zeros_like(region) for _ in range(3))
+    blood_hu: float | None = None
     if region.any():
         # Heart, aorta and esophagus are searched only in the box around the mediastinal space: the
         # distance transforms there cost a fraction of whole-volume ones.
@@ -113,19 +115,40 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
         # Soft tissue and blood (with or without contrast); mediastinal fat and air are not.
         tissue = region_b & (hu_b > cfg.fat_hu_max)
         heart[box] = heart_b = _heart(tissue, lungs_b, spacing, cfg)
-        # The paravertebral muscle beside the vertebral body has the density of unenhanced blood: the
-        # descending aorta's round section is looked for in front of the vertebral bodies only.
-        # The esophagus (a shape prior on the midline) goes first: where the unenhanced aorta touches
-        # it, the aorta's track would otherwise run into it.
-        esophagus[box] = eso_b = _esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
-        front = tissue & ~heart_b & ~eso_b & ~spine_b.behind(tissue.shape[1])
-        aorta[box] = _aorta(front, heart_b, spine_b, spacing, cfg)
+        blood_hu = blood_pool_hu(hu_b, heart_b)
+        if blood_hu is not None and blood_hu >= CONTRAST_BLOOD_HU:
+            # Contrast CT: the lumen is brighter than any soft tissue, so the aorta is tracked through
+            # the whole body (descending limb beside the spine and into the abdomen, arch, ascending
+            # limb); what of it the heart's regrowth took (aortic root, ascending aorta) is given back.
+            # The vertebral column's spongy bone has the density of contrast blood at this grid.
+            allowed = body & ~lungs & ~airway & ~fill_small_holes_2d(spine_bone, hole_px)
+            aorta = aorta_enhanced(hu, allowed, heart, bone_filled, blood_hu, arch, spacing, cfg)
+            heart &= ~aorta
+            heart_b = heart[box]
+            # The esophagus (a shape prior) is placed outside the aorta's section, thrombus included.
+            esophagus[box] = _esophagus(
+                hu_b, region_b & ~heart_b & ~aorta[box], spine_b, airway_b, spacing, cfg
+            )
+        else:
+            # The paravertebral muscle beside the vertebral body has the density of unenhanced blood:
+            # the descending aorta's round section is looked for in front of the vertebral bodies only.
+            # The esophagus (a shape prior on the midline) goes first: where the unenhanced aorta
+            # touches it, the aorta's track would otherwise run into it.
+            esophagus[box] = eso_b = _esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
+            front = tissue & ~heart_b & ~eso_b & ~spine_b.behind(tissue.shape[1])
+            aorta[box] = _aorta(front, heart_b, spine_b, spacing, cfg)
+    if not aorta.any() and (blood_hu is None or blood_hu < CONTRAST_BLOOD_HU):
+        # No aorta in the mediastinal space (a scan of the lung bases and upper abdomen): the
+        # descending and abdominal aorta as a soft-tissue tube in front of the spine, anywhere.
+        allowed = body & ~lungs & ~airway & ~fill_small_holes_2d(spine_bone, hole_px) & ~heart
+        aorta = aorta_unenhanced(hu, allowed, bone_filled, spine, spacing, cfg)
     organs = airway | heart | aorta | esophagus
     # The mediastinum ends at the front of the vertebral bodies: beside and behind them lie the
     # paravertebral gutters (body wall lined by pleura). The organs were searched in the wider space
     # because the descending aorta sits beside the vertebral body.
     region &= ~spine.behind(hu.shape[1])
-    region &= _above_floor(lungs, heart | aorta | esophagus, spacing)
+    # (the abdominal aorta of a contrast CT must not pull the mediastinum's floor down into the abdomen)
+    region &= _above_floor(lungs, heart | (aorta & region) | esophagus, spacing)
     pleural = _pleura(hu, lungs, body & ~region & ~organs & ~bone_filled, bone, spacing, cfg)
     labels[region & ~pleural] = MEDIASTINUM
     labels[pleural] = PLEURA
@@ -483,12 +506,15 @@ def _lung_above_share(core: np.ndarray, lungs: np.ndarray, k_up: int) -> float:
     return float(hit[cols].mean()) if cols.any() else 0.0
 
 
-def _spine(bone: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+def _spine(bone: np.ndarray, lung_l: np.ndarray, lung_r: np.ndarray) -> np.ndarray:
     """The vertebral column: of the long bone components at the lungs' level, the most posterior one.
 
     Long = spanning at least half of the lungs' z range (ribs are short in z); most posterior by mean y
     (RAS+: small y is posterior), so that a long sternum or a contrast-filled vessel is never taken.
+    Only components whose mean x lies between the two lungs' centres count: in a crop the cut ends of
+    ribs or a scapula at the lateral edge can be long and more posterior than the spine.
     """
+    lungs = lung_l | lung_r
     zs = lungs.any(axis=(0, 1))
     cand = bone & zs[None, None, :]
     labels, n = ndimage.label(cand)
@@ -497,8 +523,17 @@ def _spine(bone: np.ndarray, lungs: np.ndarray) -> np.ndarray:
     extent = np.array([sl[2].stop - sl[2].start for sl in ndimage.find_objects(labels)])
     long_ = np.flatnonzero(extent >= 0.5 * min(zs.sum(), extent.max())) + 1
     n_all = int(labels.max())
+    count = label_sums(labels, n_all)
     y_sum = label_sums(labels, n_all, np.broadcast_to(np.arange(cand.shape[1])[None, :, None], cand.shape))
-    y_mean = y_sum[long_] / np.maximum(label_sums(labels, n_all)[long_], 1)
+    x_sum = label_sums(labels, n_all, np.broadcast_to(np.arange(cand.shape[0])[:, None, None], cand.shape))
+    x_mean = x_sum[long_] / np.maximum(count[long_], 1)
+    if lung_l.any() and lung_r.any():
+        x_l = float(np.flatnonzero(lung_l.any(axis=(1, 2))).mean())
+        x_r = float(np.flatnonzero(lung_r.any(axis=(1, 2))).mean())
+        inner = (x_mean > min(x_l, x_r)) & (x_mean < max(x_l, x_r))
+        if inner.any():
+            long_ = long_[inner]
+    y_mean = y_sum[long_] / np.maximum(count[long_], 1)
     return labels == long_[int(np.argmin(y_mean))]
 
 

@@ -1,0 +1,454 @@
+"""Aorta of the intensity backend: a contrast-filled lumen tracked as a round tube, or a soft-tissue tube.
+
+In contrast CT (blood pool > ``CONTRAST_BLOOD_HU``) the aorta's lumen is brighter than every soft tissue:
+it is tracked slice by slice as the local maximum of the in-plane distance map of the blood-pool mask,
+from the descending aorta beside the spine up to the arch and down through the hiatus into the abdomen;
+the arch is the thick 3-D core connected to that track above the level where the two limbs part, and
+the ascending aorta is tracked down from the arch until it widens into the left ventricle. Where the
+lumen is narrowed (mural thrombus, a dissection, unenhanced blood mixing in), the vessel is the round
+soft-tissue section around it, tracked on its own. Without contrast the aorta is soft tissue like its
+neighbours: the intensity backend searches the mediastinum first, and where that finds nothing (a scan
+of the lung bases and upper abdomen) ``aorta_unenhanced`` follows the soft-tissue tube in front of
+the spine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import ndimage
+
+from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance
+
+if TYPE_CHECKING:
+    from exact_ct.masks.config import IntensityConfig
+    from exact_ct.masks.intensity import SpineLine
+
+#: A heart (blood pool and myocardium) whose median is above this is contrast-enhanced: unenhanced
+#: blood and myocardium lie at 30-60 HU, arterial or venous phase blood at 150-500 HU.
+CONTRAST_BLOOD_HU = 120.0
+#: Soft tissue around the vessels (myocardium, vessel wall, unenhanced blood) in HU.
+SOFT_TISSUE_HU = 40.0
+#: Densest contrast blood at the working grid; cortical bone and metal are brighter.
+BLOOD_HU_MAX = 900.0
+#: Smallest in-plane lumen radius followed by the track (the abdominal aorta narrows to about 7 mm).
+LUMEN_RADIUS_MIN_MM = 4.5
+#: The ascending aorta lies at least this far in front of the descending aorta.
+ASCENDING_AHEAD_MM = 25.0
+#: ... and at most this far (beyond lies the sternum).
+ASCENDING_AHEAD_MAX_MM = 100.0
+#: The ascending aorta lies about this far right of the descending aorta (RAS+: larger x).
+ASCENDING_RIGHT_MM = 20.0
+ASCENDING_RIGHT_TOL_MM = 25.0
+#: Radius ratio from one slice to the next along the ascending aorta.
+ASCENDING_RATIO = (0.75, 1.33)
+#: ... and its radius stays below this many times the descending aorta's (or the seed's, if larger).
+ASCENDING_MAX_RATIO = 1.6
+#: The two limbs are looked for below the arch, within this height under the track's top.
+ARCH_DEPTH_MM = 45.0
+#: The descending aorta's centre lies at most this far in front of the vertebral body's front.
+DESCENDING_AHEAD_MM = 30.0
+#: ... and at most this far behind it (beside the vertebral body; the back muscles lie further back).
+DESCENDING_BEHIND_MM = 25.0
+#: Going down, the descending aorta follows the spine forwards into the lumbar lordosis: a step down
+#: moves its centre at most this far backwards.
+BACK_STEP_MM = 3.0
+#: Aortic wall plus mural thrombus around the enhanced lumen, at most.
+OUTER_EXTRA_MM = 10.0
+
+#: From the diaphragm down the aorta lies on the left front of the vertebral body: its centre about
+#: this far left of / in front of the spine's midline and front.
+LOW_AORTA_OFFSET_MM = (10.0, 20.0)
+LOW_AORTA_SEARCH_MM = 20.0
+LOW_AORTA_AHEAD_MM = 40.0
+#: Unenhanced blood and vessel wall are below this (a voxel brighter is bone or calcification).
+UNENHANCED_HU_MAX = 150.0
+
+Chain = dict[int, tuple[int, int, float]]
+
+
+def blood_pool_hu(hu: np.ndarray, heart: np.ndarray) -> float | None:
+    """Median HU of the heart mask (blood pool and myocardium), or None without a heart."""
+    if not heart.any():
+        return None
+    return float(np.median(hu[heart]))
+
+
+def lumen_threshold(blood_hu: float) -> float:
+    """HU halfway between soft tissue and the blood pool: the enhanced lumen lies above it."""
+    return 0.5 * (blood_hu + SOFT_TISSUE_HU)
+
+
+def aorta_enhanced(
+    hu: np.ndarray,
+    allowed: np.ndarray,
+    others: np.ndarray,
+    bone: np.ndarray,
+    blood_hu: float,
+    spine: SpineLine,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+) -> np.ndarray:
+    """The aorta of a contrast CT: descending limb (down into the abdomen), arch and ascending limb.
+
+    ``allowed`` is where the lumen may lie (body less lungs, airway and the vertebral column, whose
+    spongy bone at a 3 mm grid has the density of contrast blood); ``others`` the heart (it touches
+    the descending aorta's soft-tissue section); ``bone`` the dense bone (a centre of
+    the soft-tissue track below the lumen may not lie in it); ``blood_hu`` the
+    blood pool's median. The lumen threshold lies halfway between soft tissue and that median, so that
+    the vessel wall and the fat around it are outside while a weakly enhanced aorta stays inside.
+    """
+    empty = np.zeros_like(allowed)
+    if not spine.has.any():
+        return empty
+    threshold = lumen_threshold(blood_hu)
+    lumen = allowed & (hu >= threshold) & (hu <= BLOOD_HU_MAX)
+    if not lumen.any():
+        return empty
+    d2 = inplane_distance(lumen, spacing)
+    peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    r_min, r_max = cfg.aorta_radius_mm
+    seeds_ok = peaks & (d2 >= r_min) & (d2 <= r_max)
+    # The descending limb stays beside the spine: its track may not run on over the arch into the
+    # ascending aorta (which lies well in front of the spine's front).
+    near = _near_spine(spine, lumen.shape, spacing)
+    chain = _best_track(seeds_ok & near, peaks & near, d2, spine, spacing, cfg)
+    if len(chain) * spacing[2] < 30.0:
+        return empty
+    radius = float(np.median([c[2] for c in chain.values()]))
+    # The lumen may be narrowed by mural thrombus or a dissection, or mixed with unenhanced blood: the
+    # vessel is the round soft-tissue section around it. The heart, which the descending aorta touches,
+    # is not part of that soft tissue. The tube is tracked on it, up and down from the lumen track's
+    # middle slice (re-centred on the soft tissue's own distance maximum near the lumen).
+    vessel = allowed & ~others & (hu > cfg.fat_hu_max) & (hu <= BLOOD_HU_MAX)
+    d_vessel = inplane_distance(vessel, spacing)
+    outer = _recentre(chain, d_vessel, spacing)
+    zs_chain = sorted(chain)
+    z_mid = zs_chain[len(zs_chain) // 2]
+    v_peaks = near & ~bone & (d_vessel >= LUMEN_RADIUS_MIN_MM)
+    v_peaks &= d_vessel == ndimage.maximum_filter(d_vessel, size=(3, 3, 1))
+    sx, sy, _ = outer[z_mid]
+    v_peaks[sx, sy, z_mid] = True
+    # Bridging a slice is allowed only once, and a step down may not jump backwards: below the lungs the
+    # vertebral body (not excluded there) is a round section of the aorta's size right behind it.
+    # Above, the track ends at the lumen's top.
+    tube = track_tube(
+        v_peaks, d_vessel, (z_mid, sx, sy), spacing, cfg.aorta_step_mm, max_missed=1, back_mm=BACK_STEP_MM
+    )
+    tube = {z: c for z, c in tube.items() if z <= max(chain)}
+    # The soft-tissue track's sections win: an eccentric lumen (thrombus) pulls its re-centred section
+    # forwards. The lumen's sections fill the slices the soft-tissue track did not reach.
+    outer = _fill_gaps({**outer, **tube})
+    # Below the diaphragm the crus touches the soft-tissue section while the lumen is bright again: the
+    # lumen track takes over where the soft-tissue track ends.
+    more = _continue_down(outer, peaks & near, d2, spacing, cfg.aorta_step_mm)
+    if more:
+        outer = _fill_gaps({**_recentre(more, d_vessel, spacing), **outer})
+    out = _discs(_smooth(outer), d2.shape, spacing) & vessel
+    # Arch: the thick core of the lumen above the level where the limbs part, connected to the track's
+    # upper part. Great vessels (radius < 0.6x the aorta's) have no core and stay out.
+    z_top = max(chain)
+    k_arch = int(round(ARCH_DEPTH_MM / spacing[2]))
+    band = np.zeros(lumen.shape[2], dtype=bool)
+    band[max(z_top - k_arch, 0) : z_top + 1] = True
+    core_r = cfg.aorta_core_ratio * radius
+    d3 = ndimage.distance_transform_edt(lumen, sampling=spacing)
+    seeds = np.zeros_like(lumen)
+    for z, (cx, cy, _) in chain.items():
+        if band[z]:
+            seeds[cx, cy, z] = True
+    core = components_touching((d3 >= core_r) & band[None, None, :], seeds)
+    # Ascending limb: a tube in that core well in front of the descending one, followed downwards until
+    # it widens into the left ventricle (no peak of similar radius within reach).
+    asc = _ascending(core, peaks, d2, chain, spacing, cfg)
+    asc = _fill_gaps(asc) if asc else asc
+    out |= _discs(asc, d2.shape, spacing)
+    # Only the part of the core above the ascending limb's seed is arch; below it the core may reach
+    # the pulmonary trunk or the heart.
+    if asc:
+        core &= np.arange(lumen.shape[2])[None, None, :] >= max(asc)
+    out |= dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & lumen
+    return out & (lumen | vessel)
+
+
+def _smooth(chain: Chain, size: int = 5) -> Chain:
+    """Running median of centre and radius along z over ``size`` slices.
+
+    A slice where the track took a neighbour (or followed a narrowed lumen) is an outlier of a tube
+    that changes slowly.
+    """
+    zs = sorted(chain)
+    cols = [
+        ndimage.median_filter(np.array([chain[z][k] for z in zs], float), size=size, mode="nearest")
+        for k in range(3)
+    ]
+    return {z: (int(round(x)), int(round(y)), float(r)) for z, x, y, r in zip(zs, *cols, strict=True)}
+
+
+def _fill_gaps(chain: Chain) -> Chain:
+    """Centre and radius interpolated linearly in the slices a track bridged."""
+    zs = np.array(sorted(chain))
+    full = np.arange(zs[0], zs[-1] + 1)
+    cols = [np.interp(full, zs, [chain[z][k] for z in zs]) for k in range(3)]
+    return {int(z): (int(round(x)), int(round(y)), float(r)) for z, x, y, r in zip(full, *cols, strict=True)}
+
+
+def aorta_unenhanced(
+    hu: np.ndarray,
+    allowed: np.ndarray,
+    bone: np.ndarray,
+    spine: SpineLine,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+) -> np.ndarray:
+    """The descending (and abdominal) aorta of a CT without contrast, as a round soft-tissue tube.
+
+    Used where the mediastinal search finds none (a scan of the lung bases and the upper abdomen): there
+    the aorta lies on the left front of the vertebral body, wrapped in fat. Seeds are soft-tissue
+    distance maxima of aortic radius within ``LOW_AORTA_SEARCH_MM`` of that point
+    (``LOW_AORTA_OFFSET_MM`` from the spine; the kidney lies much further left); each is tracked up and
+    down through the whole scan; the longest wins.
+    """
+    empty = np.zeros_like(allowed)
+    if not spine.has.any():
+        return empty
+    vessel = allowed & ~bone & (hu > cfg.fat_hu_max) & (hu < UNENHANCED_HU_MAX)
+    d2 = inplane_distance(vessel, spacing)
+    # A short scan sees the spine in a few slices only and its front there varies with the discs: one
+    # robust midline and front (the front's 80th percentile) stand for every slice.
+    known = spine.has
+    x_c = float(np.median(spine.x_c[known]))
+    y_f = float(np.percentile(spine.y_f[known], 80))
+    nz = vessel.shape[2]
+    line = type(spine)(np.ones(nz, dtype=bool), np.full(nz, x_c), np.full(nz, y_f))
+    # The aorta's centre stays in a box on the left front of the vertebral body (the kidney lies further
+    # left, the inferior vena cava right, the vertebral body behind).
+    ex = x_c - LOW_AORTA_OFFSET_MM[0] / spacing[0]
+    ey = y_f + LOW_AORTA_OFFSET_MM[1] / spacing[1]
+    gx = (np.arange(vessel.shape[0])[:, None] - ex) * spacing[0]
+    gy = (np.arange(vessel.shape[1])[None, :] - ey) * spacing[1]
+    # (in front, the box reaches further: the lumbar lordosis carries the aorta forwards lower down)
+    box = (np.abs(gx) <= LOW_AORTA_SEARCH_MM) & (gy >= -LOW_AORTA_SEARCH_MM) & (gy <= LOW_AORTA_AHEAD_MM)
+    peaks = box[:, :, None] & (d2 >= LUMEN_RADIUS_MIN_MM)
+    peaks &= d2 == ndimage.maximum_filter(d2, size=(3, 3, 1))
+    r_min, r_max = cfg.aorta_radius_mm
+    chain = _best_track(
+        peaks & (d2 >= r_min) & (d2 <= r_max),
+        peaks,
+        d2,
+        line,
+        spacing,
+        cfg,
+        offset_mm=LOW_AORTA_OFFSET_MM,
+        search_mm=LOW_AORTA_SEARCH_MM,
+        max_missed=1,
+        back_mm=BACK_STEP_MM,
+    )
+    if len(chain) * spacing[2] < 30.0:
+        return empty
+    # (the soft-tissue section already holds the wall: the distance map's half voxel beyond the edge is
+    # taken off)
+    return _discs(_smooth(_fill_gaps(chain)), d2.shape, spacing, pad=-0.5) & vessel
+
+
+def _continue_down(
+    outer: Chain, peaks: np.ndarray, d2: np.ndarray, spacing: Spacing, step_mm: float
+) -> Chain:
+    """Lumen track below the lowest slice of ``outer``, from the lumen peak inside its lowest section."""
+    low = min(outer)
+    cx, cy, r = outer[low]
+    for z in (low, low - 1):
+        if z < 0:
+            return {}
+        px, py = np.nonzero(peaks[:, :, z])
+        dd = np.hypot((px - cx) * spacing[0], (py - cy) * spacing[1])
+        if (dd <= r).any():
+            i = int(np.argmin(dd))
+            chain = track_tube(
+                peaks,
+                d2,
+                (z, int(px[i]), int(py[i])),
+                spacing,
+                step_mm,
+                directions=(-1,),
+                max_missed=1,
+                back_mm=BACK_STEP_MM,
+            )
+            return {k: c for k, c in chain.items() if k < low}
+    return {}
+
+
+def _near_spine(
+    spine: SpineLine, shape: tuple[int, ...], spacing: Spacing, behind_mm: float = DESCENDING_BEHIND_MM
+) -> np.ndarray:
+    """Voxels from ``behind_mm`` behind to ``DESCENDING_AHEAD_MM`` in front of the spine's front.
+
+    Slices beyond the spine's known extent take the nearest known slice's front.
+    """
+    zs = np.flatnonzero(spine.has)
+    near = zs[np.clip(np.searchsorted(zs, np.arange(shape[2])), 0, zs.size - 1)]
+    y_f = spine.y_f[near]
+    y = np.arange(shape[1])[:, None]
+    ahead = y <= (y_f + DESCENDING_AHEAD_MM / spacing[1])[None, :]
+    return (ahead & (y >= (y_f - behind_mm / spacing[1])[None, :]))[None, :, :]
+
+
+def _recentre(chain: Chain, d_vessel: np.ndarray, spacing: Spacing) -> Chain:
+    """Per slice, the soft-tissue distance maximum within the lumen's radius of the lumen's centre.
+
+    Its radius is at most ``OUTER_EXTRA_MM`` more than the lumen's (the wall and a thrombus; beyond
+    that the soft tissue is a neighbour touching the vessel).
+    """
+    out: Chain = {}
+    gx = np.arange(d_vessel.shape[0])[:, None] * spacing[0]
+    gy = np.arange(d_vessel.shape[1])[None, :] * spacing[1]
+    for z, (cx, cy, r) in chain.items():
+        disc = (gx - cx * spacing[0]) ** 2 + (gy - cy * spacing[1]) ** 2 <= r * r
+        d = np.where(disc, d_vessel[:, :, z], -1.0)
+        i, j = np.unravel_index(int(np.argmax(d)), d.shape)
+        out[z] = (int(i), int(j), float(min(max(d[i, j], r), r + OUTER_EXTRA_MM)))
+    return out
+
+
+def _best_track(
+    seeds_ok: np.ndarray,
+    peaks: np.ndarray,
+    d2: np.ndarray,
+    spine: SpineLine,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+    offset_mm: tuple[float, float] | None = None,
+    search_mm: float | None = None,
+    **track: Any,
+) -> Chain:
+    """Longest tube track seeded within ``search_mm`` of the descending aorta's expected centre.
+
+    The expected centre is ``offset_mm`` (default ``aorta_offset_mm``) left of / in front of the
+    vertebral body in every slice where the spine is seen; ``track`` goes to :func:`track_tube`. Ties
+    go to the seed nearest that centre.
+    """
+    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
+    offset = offset_mm or cfg.aorta_offset_mm
+    search = search_mm or cfg.aorta_search_mm
+    zs = np.flatnonzero(has & seeds_ok.any(axis=(0, 1)))
+    best: Chain = {}
+    best_key = (0.0, 0.0)
+    tried = np.zeros(peaks.shape, dtype=bool)
+    for z0 in zs:
+        ex = x_c[z0] - offset[0] / spacing[0]
+        ey = y_f[z0] + offset[1] / spacing[1]
+        px, py = np.nonzero(seeds_ok[:, :, z0])
+        dist = np.hypot((px - ex) * spacing[0], (py - ey) * spacing[1])
+        for i in np.flatnonzero(dist <= search):
+            if tried[px[i], py[i], z0]:
+                continue  # already part of a track
+            chain = track_tube(
+                peaks, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm, **track
+            )
+            for z, (cx, cy, _) in chain.items():
+                tried[cx, cy, z] = True
+            key = (float(len(chain)), -float(dist[i]))
+            if key > best_key:
+                best, best_key = chain, key
+    return best
+
+
+def _ascending(
+    core: np.ndarray, peaks: np.ndarray, d2: np.ndarray, desc: Chain, spacing: Spacing, cfg: IntensityConfig
+) -> Chain:
+    """The ascending aorta, tracked down from the arch; empty when none is found.
+
+    Its seed is the highest peak of aortic radius inside the arch core that lies at least
+    ``ASCENDING_AHEAD_MM`` in front of the descending limb in its slice. Where the arch is too thin to
+    keep a core (or is partly out of the field of view), the seed is the highest such peak within
+    ``ARCH_DEPTH_MM`` below the descending limb's top whose x lies within ``ASCENDING_RIGHT_TOL_MM`` of
+    ``ASCENDING_RIGHT_MM`` right of the descending limb (the superior vena cava lies further right).
+    """
+    radius = float(np.median([c[2] for c in desc.values()]))
+    sized = peaks & (d2 >= 0.6 * radius) & (d2 <= 1.6 * radius)
+    top = max(desc)
+    k_arch = int(round(ARCH_DEPTH_MM / spacing[2]))
+    for in_core in (True, False):
+        cand = sized & core if in_core else sized
+        for z in sorted((z for z in desc if z >= top - k_arch and cand[:, :, z].any()), reverse=True):
+            px, py = np.nonzero(cand[:, :, z])
+            ahead = (py - desc[z][1]) * spacing[1]
+            ok = (ahead >= ASCENDING_AHEAD_MM) & (ahead <= ASCENDING_AHEAD_MAX_MM)
+            if not ok.any():
+                continue
+            if not in_core:
+                ok &= np.abs((px - desc[z][0]) * spacing[0] - ASCENDING_RIGHT_MM) <= ASCENDING_RIGHT_TOL_MM
+                if not ok.any():
+                    continue
+            i = int(np.flatnonzero(ok)[np.argmax(d2[px[ok], py[ok], z])])
+            # The ascending aorta keeps its calibre down to the root; the left ventricle (or, in a
+            # crop, the heart) it opens into is much wider: a tighter radius ratio ends the track there.
+            return track_tube(
+                peaks,
+                d2,
+                (z, int(px[i]), int(py[i])),
+                spacing,
+                cfg.aorta_step_mm,
+                directions=(-1,),
+                ratio=ASCENDING_RATIO,
+                max_radius=ASCENDING_MAX_RATIO * max(radius, float(d2[px[i], py[i], z])),
+            )
+    return {}
+
+
+def track_tube(
+    peaks: np.ndarray,
+    d2: np.ndarray,
+    seed: tuple[int, int, int],
+    spacing: Spacing,
+    step_mm: float,
+    directions: tuple[int, ...] = (1, -1),
+    max_missed: int = 2,
+    back_mm: float | None = None,
+    ratio: tuple[float, float] = (0.6, 1.6),
+    max_radius: float = np.inf,
+) -> Chain:
+    """Centres (x, y, in-plane radius) per slice of a tube followed up and down from ``seed`` (z, x, y).
+
+    Each step takes the nearest peak within ``step_mm`` whose radius is ``ratio`` (0.6-1.6) x the last
+    one (and at most ``max_radius``); up to
+    ``max_missed`` slices without such a peak are bridged (the tube touching a neighbour there). With
+    ``back_mm``, a step downwards may move the centre at most that far backwards (posterior).
+    """
+    z0, x0, y0 = seed
+    chain = {z0: (x0, y0, float(d2[x0, y0, z0]))}
+    for direction in directions:
+        cx, cy, r = chain[z0]
+        z, missed = z0 + direction, 0
+        while 0 <= z < peaks.shape[2] and missed <= max_missed:
+            px, py = np.nonzero(peaks[:, :, z])
+            dd = np.hypot((px - cx) * spacing[0], (py - cy) * spacing[1])
+            rr = d2[px, py, z]
+            ok = (dd <= step_mm * (1 + missed)) & (rr >= ratio[0] * r) & (rr <= min(ratio[1] * r, max_radius))
+            if back_mm is not None and direction < 0:
+                ok &= (py - cy) * spacing[1] >= -back_mm * (1 + missed)
+            if ok.any():
+                j = int(np.flatnonzero(ok)[np.argmin(dd[ok])])
+                cx, cy, r = int(px[j]), int(py[j]), float(rr[j])
+                chain[z] = (cx, cy, r)
+                missed = 0
+            else:
+                missed += 1
+            z += direction
+    return chain
+
+
+def _discs(chain: Chain, shape: tuple[int, ...], spacing: Spacing, pad: float = 0.5) -> np.ndarray:
+    """Union of the tracked in-plane discs (centre and in-plane radius per slice).
+
+    The radius is the distance map's value plus ``pad`` voxels: that value is the distance to the
+    nearest outside voxel's centre, half a voxel beyond the edge; +0.5 also takes the wall.
+    """
+    out = np.zeros(shape, dtype=bool)
+    gx = np.arange(shape[0])[:, None] * spacing[0]
+    gy = np.arange(shape[1])[None, :] * spacing[1]
+    for z, (cx, cy, r) in chain.items():
+        rr = r + pad * max(spacing[0], spacing[1])
+        out[:, :, z] = (gx - cx * spacing[0]) ** 2 + (gy - cy * spacing[1]) ** 2 <= rr * rr
+    return out
