@@ -31,7 +31,18 @@ from exact_ct.masks.morph import (
     largest_component,
     upsample_labels,
 )
-from exact_ct.masks.vessels import CONTRAST_BLOOD_HU, aorta_enhanced, aorta_unenhanced, blood_pool_hu
+from exact_ct.masks.vessels import (
+    CONTRAST_BLOOD_HU,
+    LUMEN_RADIUS_MIN_MM,
+    aorta_enhanced,
+    aorta_unenhanced,
+    ascending_from_above,
+    ascending_limb,
+    blood_pool_hu,
+    heart_below_floor,
+    track_tube,
+    ventricle_wall,
+)
 from exact_ct.schema import ORGAN_IDS
 
 LUNG_L, LUNG_R, AIRWAY, PLEURA = (ORGAN_IDS[n] for n in ("lung_left", "lung_right", "airway", "pleura"))
@@ -123,7 +134,17 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
             # The vertebral column's spongy bone has the density of contrast blood at this grid.
             allowed = body & ~lungs & ~airway & ~fill_small_holes_2d(spine_bone, hole_px)
             aorta = aorta_enhanced(hu, allowed, heart, bone_filled, blood_hu, arch, spacing, cfg)
+            if not aorta.any():
+                # No descending aorta (the spine is outside a crop): the ascending aorta is still the
+                # lumen tube that rises from the heart's top to the arch.
+                aorta = ascending_from_above(hu, allowed, heart, blood_hu, spacing, cfg)
             heart &= ~aorta
+            # The mediastinal floor (lung on both sides) cuts a heart that sits low on the diaphragm:
+            # its enhanced chambers are followed down under that cut.
+            soft = body & ~lungs & ~airway & ~bone_filled & ~aorta & (hu > cfg.fat_hu_max)
+            # The opening that regrew the heart cut the apex and the ventricles' wall against the lung.
+            heart |= ventricle_wall(heart, region & soft, lungs, aorta, spacing)
+            heart = fill_holes_2d(heart | heart_below_floor(hu, heart, soft, blood_hu, spacing)) & ~aorta
             heart_b = heart[box]
             # The esophagus (a shape prior) is placed outside the aorta's section, thrombus included.
             esophagus[box] = _esophagus(
@@ -137,6 +158,8 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
             esophagus[box] = eso_b = _esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
             front = tissue & ~heart_b & ~eso_b & ~spine_b.behind(tissue.shape[1])
             aorta[box] = _aorta(front, heart_b, spine_b, spacing, cfg)
+    # Above the mediastinal space (the neck) the esophagus lies directly behind the trachea.
+    esophagus |= _esophagus_neck(hu, esophagus, airway, body & ~bone_filled, spacing, cfg)
     if not aorta.any() and (blood_hu is None or blood_hu < CONTRAST_BLOOD_HU):
         # No aorta in the mediastinal space (a scan of the lung bases and upper abdomen): the
         # descending and abdominal aorta as a soft-tissue tube in front of the spine, anywhere.
@@ -653,7 +676,7 @@ def _aorta(
         for i in np.flatnonzero(dist <= cfg.aorta_search_mm):
             if tried[px[i], py[i], z0]:
                 continue  # already part of a track
-            chain = _track_tube(peaks, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm)
+            chain = track_tube(peaks, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm)
             for z, (cx, cy, _) in chain.items():
                 tried[cx, cy, z] = True
             # The esophagus is a tube in front of the spine too, but on its midline: the descending
@@ -676,36 +699,13 @@ def _aorta(
     d3 = ndimage.distance_transform_edt(tissue, sampling=spacing)
     core = components_touching(d3 >= core_r, seeds)
     tube = (dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & tissue) | _discs(chain, d2, spacing)
+    # Where the arch's core does not reach it, the ascending aorta is tracked down from the arch as the
+    # round soft-tissue tube in front of the descending one (as in contrast CT, on the tissue's map).
+    all_peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    asc = ascending_limb(core, all_peaks, d2, chain, spacing, cfg)
+    if asc:
+        tube |= _discs(asc, d2, spacing)
     return tube & tissue
-
-
-def _track_tube(
-    peaks: np.ndarray, d2: np.ndarray, seed: tuple[int, int, int], spacing: Spacing, step_mm: float
-) -> dict[int, tuple[int, int, float]]:
-    """Centres (x, y, in-plane radius) per slice of a tube followed up and down from ``seed`` (z, x, y).
-
-    Each step takes the nearest peak within ``step_mm`` whose radius is 0.6-1.6x the last one; up to two
-    slices without such a peak are bridged (the tube touching a neighbour there).
-    """
-    z0, x0, y0 = seed
-    chain = {z0: (x0, y0, float(d2[x0, y0, z0]))}
-    for direction in (1, -1):
-        cx, cy, r = chain[z0]
-        z, missed = z0 + direction, 0
-        while 0 <= z < peaks.shape[2] and missed <= 2:
-            px, py = np.nonzero(peaks[:, :, z])
-            dd = np.hypot((px - cx) * spacing[0], (py - cy) * spacing[1])
-            rr = d2[px, py, z]
-            ok = (dd <= step_mm * (1 + missed)) & (rr >= 0.6 * r) & (rr <= 1.6 * r)
-            if ok.any():
-                j = int(np.flatnonzero(ok)[np.argmin(dd[ok])])
-                cx, cy, r = int(px[j]), int(py[j]), float(rr[j])
-                chain[z] = (cx, cy, r)
-                missed = 0
-            else:
-                missed += 1
-            z += direction
-    return chain
 
 
 def _discs(chain: dict[int, tuple[int, int, float]], d2: np.ndarray, spacing: Spacing) -> np.ndarray:
@@ -759,6 +759,37 @@ def _esophagus(
             sx, sy = np.nonzero(sl)
             prev = (float(sx.mean() * spacing[0]), float(sy.mean() * spacing[1]))
         out[:, :, z] = sl
+    return out
+
+
+def _esophagus_neck(
+    hu: np.ndarray,
+    esophagus: np.ndarray,
+    airway: np.ndarray,
+    allowed: np.ndarray,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+) -> np.ndarray:
+    """The esophagus above its highest slice found in the mediastinal space: a disc behind the trachea.
+
+    In the neck and thoracic inlet the esophagus lies between the trachea and the spine, against the
+    trachea's back wall: its centre is ``esophagus_radius_mm + 4 mm`` behind the airway's most posterior
+    voxel, at the airway's x centre. Non-fat voxels (or luminal air) of ``allowed`` in that disc.
+    """
+    out = np.zeros_like(esophagus)
+    zs = np.flatnonzero(esophagus.any(axis=(0, 1)))
+    if zs.size == 0:
+        return out
+    r = cfg.esophagus_radius_mm
+    cand = allowed & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    gx = np.arange(hu.shape[0])[:, None] * spacing[0]
+    gy = np.arange(hu.shape[1])[None, :] * spacing[1]
+    for z in range(int(zs[-1]) + 1, hu.shape[2]):
+        ax, ay = np.nonzero(airway[:, :, z])
+        if ax.size == 0:
+            break
+        cx, cy = float(ax.mean()) * spacing[0], float(ay.min()) * spacing[1] - (r + 4.0)
+        out[:, :, z] = ((gx - cx) ** 2 + (gy - cy) ** 2 <= r * r) & cand[:, :, z]
     return out
 
 

@@ -1,4 +1,4 @@
-"""Aorta of the intensity backend: a contrast-filled lumen tracked as a round tube, or a soft-tissue tube.
+"""Aorta (and the contrast heart's vessel-aware refinements) of the intensity backend, as tracked tubes.
 
 In contrast CT (blood pool > ``CONTRAST_BLOOD_HU``) the aorta's lumen is brighter than every soft tissue:
 it is tracked slice by slice as the local maximum of the in-plane distance map of the blood-pool mask,
@@ -9,7 +9,9 @@ lumen is narrowed (mural thrombus, a dissection, unenhanced blood mixing in), th
 soft-tissue section around it, tracked on its own. Without contrast the aorta is soft tissue like its
 neighbours: the intensity backend searches the mediastinum first, and where that finds nothing (a scan
 of the lung bases and upper abdomen) ``aorta_unenhanced`` follows the soft-tissue tube in front of
-the spine.
+the spine. In contrast CT the heart is also refined here: the ascending aorta found from above the
+heart where no descending limb is (a crop without spine), the heart's lower part followed under the
+mediastinal floor as enhanced blood, and the ventricles' wall against the lung below the aortic root.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
-from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance
+from exact_ct.masks.morph import Spacing, between, components_touching, dilate_mm, hull_2d, inplane_distance
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
@@ -45,12 +47,16 @@ ASCENDING_RIGHT_TOL_MM = 25.0
 ASCENDING_RATIO = (0.75, 1.33)
 #: ... and its radius stays below this many times the descending aorta's (or the seed's, if larger).
 ASCENDING_MAX_RATIO = 1.6
+#: A track of the ascending aorta from the arch reaches at least this far down (else another seed).
+ASCENDING_MIN_MM = 20.0
 #: The two limbs are looked for below the arch, within this height under the track's top.
 ARCH_DEPTH_MM = 45.0
 #: The descending aorta's centre lies at most this far in front of the vertebral body's front.
 DESCENDING_AHEAD_MM = 30.0
 #: ... and at most this far behind it (beside the vertebral body; the back muscles lie further back).
 DESCENDING_BEHIND_MM = 25.0
+#: Window (+-mm along z) of the running maximum of the spine's front that bounds the descending limb.
+SPINE_FRONT_WINDOW_MM = 15.0
 #: Going down, the descending aorta follows the spine forwards into the lumbar lordosis: a step down
 #: moves its centre at most this far backwards.
 BACK_STEP_MM = 3.0
@@ -64,6 +70,20 @@ LOW_AORTA_SEARCH_MM = 20.0
 LOW_AORTA_AHEAD_MM = 40.0
 #: Unenhanced blood and vessel wall are below this (a voxel brighter is bone or calcification).
 UNENHANCED_HU_MAX = 150.0
+
+#: The ascending aorta found from above the heart must run at least this far above the heart's top
+#: (the pulmonary trunk ends at its bifurcation just above it; the aorta rises to the arch).
+ABOVE_HEART_MM = 15.0
+#: ... and be seeded within this height under the heart's top.
+HEART_TOP_BAND_MM = 12.0
+#: Myocardium of the heart's inferior wall around the enhanced blood pool's outline, at most.
+MYOCARDIUM_MM = 8.0
+#: The heart is followed at most this far under its lowest slice.
+BELOW_FLOOR_MAX_MM = 60.0
+#: The ventricles' wall (and pericardium) between the heart's blood pool and the lung, at most.
+VENTRICLE_WALL_MM = 10.0
+#: ... it lies against the lung: within this distance of it.
+LUNG_CONTACT_MM = 6.0
 
 Chain = dict[int, tuple[int, int, float]]
 
@@ -161,7 +181,7 @@ def aorta_enhanced(
     core = components_touching((d3 >= core_r) & band[None, None, :], seeds)
     # Ascending limb: a tube in that core well in front of the descending one, followed downwards until
     # it widens into the left ventricle (no peak of similar radius within reach).
-    asc = _ascending(core, peaks, d2, chain, spacing, cfg)
+    asc = ascending_limb(core, peaks, d2, chain, spacing, cfg)
     asc = _fill_gaps(asc) if asc else asc
     out |= _discs(asc, d2.shape, spacing)
     # Only the part of the core above the ascending limb's seed is arch; below it the core may reach
@@ -288,7 +308,11 @@ def _near_spine(
     """
     zs = np.flatnonzero(spine.has)
     near = zs[np.clip(np.searchsorted(zs, np.arange(shape[2])), 0, zs.size - 1)]
-    y_f = spine.y_f[near]
+    # The front found by the walk only ever errs backwards (a disc, or a thin cortex at the grid ends
+    # the walk at the neural arch), several slices in a row at a coarse z spacing; the vertebral
+    # bodies' front changes slowly along z, so the band follows its running maximum.
+    k = max(1, int(round(SPINE_FRONT_WINDOW_MM / spacing[2])))
+    y_f = ndimage.maximum_filter1d(spine.y_f[near], size=2 * k + 1, mode="nearest")
     y = np.arange(shape[1])[:, None]
     ahead = y <= (y_f + DESCENDING_AHEAD_MM / spacing[1])[None, :]
     return (ahead & (y >= (y_f - behind_mm / spacing[1])[None, :]))[None, :, :]
@@ -354,7 +378,7 @@ def _best_track(
     return best
 
 
-def _ascending(
+def ascending_limb(
     core: np.ndarray, peaks: np.ndarray, d2: np.ndarray, desc: Chain, spacing: Spacing, cfg: IntensityConfig
 ) -> Chain:
     """The ascending aorta, tracked down from the arch; empty when none is found.
@@ -364,11 +388,16 @@ def _ascending(
     keep a core (or is partly out of the field of view), the seed is the highest such peak within
     ``ARCH_DEPTH_MM`` below the descending limb's top whose x lies within ``ASCENDING_RIGHT_TOL_MM`` of
     ``ASCENDING_RIGHT_MM`` right of the descending limb (the superior vena cava lies further right).
+    Seeds of at least ``ASCENDING_RATIO[0]`` x the descending radius (the ascending aorta is the wider
+    limb) are tried from the top down; the first whose track reaches ``ASCENDING_MIN_MM`` down is taken
+    (at the arch's top a section narrower than the tube below stops the radius-ratio track at once),
+    else the longest track.
     """
     radius = float(np.median([c[2] for c in desc.values()]))
-    sized = peaks & (d2 >= 0.6 * radius) & (d2 <= 1.6 * radius)
+    sized = peaks & (d2 >= ASCENDING_RATIO[0] * radius) & (d2 <= 1.6 * radius)
     top = max(desc)
     k_arch = int(round(ARCH_DEPTH_MM / spacing[2]))
+    best: Chain = {}
     for in_core in (True, False):
         cand = sized & core if in_core else sized
         for z in sorted((z for z in desc if z >= top - k_arch and cand[:, :, z].any()), reverse=True):
@@ -384,7 +413,7 @@ def _ascending(
             i = int(np.flatnonzero(ok)[np.argmax(d2[px[ok], py[ok], z])])
             # The ascending aorta keeps its calibre down to the root; the left ventricle (or, in a
             # crop, the heart) it opens into is much wider: a tighter radius ratio ends the track there.
-            return track_tube(
+            chain = track_tube(
                 peaks,
                 d2,
                 (z, int(px[i]), int(py[i])),
@@ -394,6 +423,12 @@ def _ascending(
                 ratio=ASCENDING_RATIO,
                 max_radius=ASCENDING_MAX_RATIO * max(radius, float(d2[px[i], py[i], z])),
             )
+            if (max(chain) - min(chain) + 1) * spacing[2] >= ASCENDING_MIN_MM:
+                return chain
+            if len(chain) > len(best):
+                best = chain
+        if best:
+            return best
     return {}
 
 
@@ -452,3 +487,124 @@ def _discs(chain: Chain, shape: tuple[int, ...], spacing: Spacing, pad: float = 
         rr = r + pad * max(spacing[0], spacing[1])
         out[:, :, z] = (gx - cx * spacing[0]) ** 2 + (gy - cy * spacing[1]) ** 2 <= rr * rr
     return out
+
+
+def ascending_from_above(
+    hu: np.ndarray,
+    allowed: np.ndarray,
+    heart: np.ndarray,
+    blood_hu: float,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+) -> np.ndarray:
+    """The ascending aorta of a contrast CT as a lumen tube through the heart's top, without a spine seed.
+
+    Used where the descending aorta was not found (the spine is outside a crop). The heart's regrowth
+    takes the ascending aorta's lower part; it is a round lumen of aortic radius in the heart's top
+    slices that goes on upwards as a vertical tube for at least ``ABOVE_HEART_MM`` (to the arch). The
+    pulmonary trunk ends at its bifurcation just above the heart (its branches run sideways) and the
+    atria end there too, so only the aorta and the superior vena cava qualify; of these the one of the
+    largest radius is the aorta. Tracked down until it opens into the left ventricle (radius ratio
+    ``ASCENDING_RATIO`` per slice); returns its discs (one voxel of wall added) within ``allowed``.
+    """
+    empty = np.zeros_like(allowed)
+    zs = np.flatnonzero(heart.any(axis=(0, 1)))
+    if zs.size == 0:
+        return empty
+    z_top = int(zs[-1])
+    k_above = int(round(ABOVE_HEART_MM / spacing[2]))
+    if z_top + k_above >= hu.shape[2]:
+        return empty
+    lumen = allowed & (hu >= lumen_threshold(blood_hu)) & (hu <= BLOOD_HU_MAX)
+    d2 = inplane_distance(lumen, spacing)
+    peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    r_min, r_max = cfg.aorta_radius_mm
+    k_band = max(1, int(round(HEART_TOP_BAND_MM / spacing[2])))
+    best: Chain = {}
+    best_r = 0.0
+    for z in range(z_top, max(z_top - k_band, -1), -1):
+        px, py = np.nonzero(peaks[:, :, z] & heart[:, :, z] & (d2[:, :, z] >= r_min) & (d2[:, :, z] <= r_max))
+        for i in np.argsort(-d2[px, py, z], kind="stable"):
+            r0 = float(d2[px[i], py[i], z])
+            if r0 <= best_r:
+                break
+            chain = track_tube(
+                peaks,
+                d2,
+                (z, int(px[i]), int(py[i])),
+                spacing,
+                cfg.aorta_step_mm,
+                max_missed=1,
+                ratio=ASCENDING_RATIO,
+                max_radius=ASCENDING_MAX_RATIO * r0,
+            )
+            if max(chain) < z_top + k_above:
+                continue
+            best, best_r = chain, float(np.median([c[2] for c in chain.values()]))
+    if not best:
+        return empty
+    return _discs(_smooth(_fill_gaps(best)), hu.shape, spacing, pad=1.0) & allowed
+
+
+def heart_below_floor(
+    hu: np.ndarray, heart: np.ndarray, tissue: np.ndarray, blood_hu: float, spacing: Spacing
+) -> np.ndarray:
+    """The lower part of a contrast-enhanced heart that the mediastinal floor cut off; the added voxels.
+
+    The floor (lung on both sides) runs above the heart's inferior wall where the heart sits low on
+    the diaphragm. Under the heart's lowest voxel of each (x, y) column, within the heart's axial
+    footprint (it narrows towards the diaphragm and apex), the enhanced blood pool connected to the
+    heart's own is the ventricles' and atria's lower part; the soft tissue (``tissue``) within
+    ``MYOCARDIUM_MM`` of its convex outline in the slice is their wall. The liver and stomach under the
+    heart are not enhanced like blood, so the growth stops at the diaphragm.
+    """
+    added = np.zeros_like(heart)
+    zs = np.flatnonzero(heart.any(axis=(0, 1)))
+    if zs.size == 0:
+        return added
+    bright = tissue & (hu >= lumen_threshold(blood_hu)) & (hu <= BLOOD_HU_MAX)
+    seed = heart & bright
+    if not seed.any():
+        return added
+    nz = heart.shape[2]
+    foot = heart.any(axis=2)
+    low = np.where(foot, np.argmax(heart, axis=2), 0)
+    z = np.arange(nz)[None, None, :]
+    z_min = max(int(zs[0]) - int(round(BELOW_FLOOR_MAX_MM / spacing[2])), 0)
+    under = foot[:, :, None] & (z < low[:, :, None]) & (z >= z_min)
+    cand = bright & under
+    if not cand.any():
+        return added
+    blood = components_touching(cand | seed, seed) & cand
+    if not blood.any():
+        return added
+    # The wall lies around the blood pools' convex outline (the septum inside it); the liver beside a
+    # small blood pool (the inferior vena cava's entry) lies beyond it.
+    near = inplane_distance(~hull_2d(blood), spacing) <= MYOCARDIUM_MM
+    return (blood | (tissue & under & near)) & ~heart
+
+
+def ventricle_wall(
+    heart: np.ndarray, tissue: np.ndarray, lungs: np.ndarray, aorta: np.ndarray, spacing: Spacing
+) -> np.ndarray:
+    """Soft tissue between the ventricles and the lung that the heart's opening cut; the added voxels.
+
+    The heart is regrown from its eroded core by up to 30 mm (an opening), which cuts the wedge of
+    the apex and the left ventricle's lateral wall where the heart narrows against the lung. Below the
+    aortic root (the lowest slice of ``aorta`` over the heart) the heart is the ventricles, whose wall
+    is up to ``VENTRICLE_WALL_MM`` thick: ``tissue`` within that of the heart and within
+    ``LUNG_CONTACT_MM`` of a lung that lies between heart and lung along its row (so never the posterior
+    mediastinum behind the heart), connected to the heart, is taken. Above the root the atria and great
+    vessels touch the lung too, so nothing is added there. Where a descending aorta lies behind the
+    heart, its lowest slice over the heart's footprint is taken for the root and little is added.
+    """
+    empty = np.zeros_like(heart)
+    over = aorta & heart.any(axis=2)[:, :, None]
+    if not heart.any() or not over.any():
+        return empty
+    z_root = int(np.flatnonzero(over.any(axis=(0, 1)))[0])
+    below = np.arange(heart.shape[2])[None, None, :] < z_root
+    wall = tissue & below & ~heart & dilate_mm(heart, VENTRICLE_WALL_MM, spacing)
+    wall &= dilate_mm(lungs, LUNG_CONTACT_MM, spacing)
+    wall &= between(lungs, heart, axis=0) | between(heart, lungs, axis=0)
+    return components_touching(wall | heart, heart) & wall
