@@ -295,3 +295,38 @@ def test_esophagus_continues_behind_the_trachea_in_the_neck() -> None:
     assert not _esophagus_neck(
         hu, esophagus, np.zeros_like(airway), allowed, spacing, IntensityConfig()
     ).any()
+
+
+def test_main_bronchus_is_followed_where_it_touches_the_lung() -> None:
+    """A bronchus whose air section merges with the lung (thin wall, coarse grid) goes on by its dark lumen."""
+    from exact_ct.masks.config import IntensityConfig
+    from exact_ct.masks.intensity import _airway
+
+    shape = (60, 40, 40)
+    hu = np.full(shape, 40.0)
+    body = np.ones(shape, dtype=bool)
+    hu[:2] = hu[-2:] = -1000.0  # outside air at the sides keeps the body's midline at x 30
+    body[:2] = body[-2:] = False
+    x, y = np.mgrid[: shape[0], : shape[1]]
+    lung = (x >= 36) & (x < 56) & (y >= 10) & (y < 30)
+    for z in range(shape[2]):
+        # trachea (radius 3 voxels) from the top down to z 20, then a bronchus drifting right into the lung
+        cx = 30 if z >= 20 else 30 + (20 - z) // 2
+        hu[:, :, z][(x - cx) ** 2 + (y - 20) ** 2 <= 9] = -1000.0
+        if z < 25:
+            hu[:, :, z][lung & ((x - cx) ** 2 + (y - 20) ** 2 > 9)] = -850.0  # aerated lung
+    air = body & (hu < -400)
+    airway, _ = _airway(air, hu, body, (3.0, 3.0, 3.0), IntensityConfig())
+    lumen = body & (hu < -930)
+    # Below z 20 the bronchus lies against the lung; its lumen is followed (before: only down to z 17), the
+    # lung beyond the ring around the lumen is not taken.
+    assert airway[:, :, :17].any(axis=(0, 1)).all()
+    assert airway[:, :, 10][lumen[:, :, 10]].all()
+    assert not airway[:, :, 10][(hu[:, :, 10] == -850.0) & ~ndimage_ring(lumen[:, :, 10])].any()
+
+
+def ndimage_ring(mask: np.ndarray) -> np.ndarray:
+    """The mask and its in-plane 4-neighbours."""
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, structure=ndimage.generate_binary_structure(2, 1))

@@ -29,6 +29,9 @@ class IntensityConfig:
     airway_tube_ratio: float = 2.0  # the seed's connected air stays below this x its area for 20 mm
     airway_min_length_mm: float = 30.0
     airway_wall_hu: float = -150.0  # ring voxels darker than this are partly lumen: the wall is airway
+    # A main bronchus touching the lung at the working grid: its lumen is nearly pure air (-1000 HU),
+    # aerated lung -700..-900 HU, so a core darker than this inside the merged air is still bronchus.
+    airway_lumen_hu: float = -930.0
     lung_hole_max_mm2: float = 400.0  # in-slice holes up to this size inside the lung are vessels
     bone_hole_max_mm2: float = 2000.0  # spinal canal and spongy bone: at most a vertebral body's section
     pleura_shell_mm: float = 3.0  # at least one voxel of the working grid

@@ -314,8 +314,19 @@ def _airway(
                 comp = lab == k
                 if comp.sum() * px_mm2 <= limit:
                     nxt |= comp
-                else:  # a lung: the bronchus ends here
-                    out[:, :, z] |= comp & grown
+                    continue
+                # A lung: the bronchus either ends here or only touches the lung through partial volume
+                # across its thin wall; then its dark lumen core, overlapping the airway above and within the
+                # branch limit, goes on (with the ring of air around it, which holds the wall).
+                core = comp & grown & (hu[:, :, z] < cfg.airway_lumen_hu)
+                clab, cn = ndimage.label(core, structure=_CROSS_2D)
+                if cn:
+                    carea = np.bincount(clab.ravel(), minlength=cn + 1)[1:] * px_mm2
+                    keep = np.flatnonzero((carea >= lo_a) & (carea <= limit)) + 1
+                    if keep.size:
+                        nxt |= ndimage.binary_dilation(np.isin(clab, keep), structure=_CROSS_2D) & comp
+                        continue
+                out[:, :, z] |= comp & grown
             out[:, :, z] |= nxt
             prev = nxt
             z += step
