@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from exact_ct.evaluation.localization import dice
 from exact_ct.io import load_canonical
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.intensity import SpineLine, _spine, segment
@@ -13,28 +12,13 @@ from exact_ct.masks.morph import inplane_distance
 from exact_ct.masks.vessels import ASCENDING_RATIO, aorta_enhanced, track_tube
 from exact_ct.schema import ORGAN_IDS
 
-TS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct" / "totalseg"
 AORTA = ORGAN_IDS["aorta"]
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
-
-
-def test_contrast_aorta_on_real_ct() -> None:
+def test_contrast_aorta_on_real_ct(real_labels, real_reference) -> None:
     """aorta_report: a contrast chest CT crop whose descending aorta holds a mural thrombus."""
-    import nibabel as nib
-    from nibabel.processing import resample_from_to
-
-    ct = TS / "aorta_report" / "ct_cropped.nii.gz"
-    hu, affine = load_canonical(ct)
-    labels = segment(np.asarray(hu), affine)
-    ref_img = resample_from_to(
-        nib.load(str(TS / "aorta_report" / "aorta.nii.gz")),
-        nib.as_closest_canonical(nib.load(str(ct))),
-        order=0,
-    )
-    ref = np.asanyarray(ref_img.dataobj) > 0
+    labels, _ = real_labels("aorta_report")
+    ref = real_reference("aorta_report/aorta.nii.gz", "aorta_report")
     # Measured 0.814 (0.000 before the contrast tracker: the lumen was cut by the spine search box and
     # a lateral rib was taken for the spine). Floor a little below.
     assert dice(labels == AORTA, ref) >= 0.76
@@ -44,11 +28,10 @@ def test_contrast_aorta_on_real_ct() -> None:
     assert (labels[:, :, mid] == AORTA).sum() >= 0.6 * ref[:, :, mid].sum()
 
 
-def test_unenhanced_abdominal_aorta_on_real_ct() -> None:
+def test_unenhanced_abdominal_aorta_on_real_ct(real_labels, totalseg) -> None:
     """example_ct_sm: lung bases and upper abdomen without contrast; the aorta runs in front of the spine."""
-    hu, affine = load_canonical(TS / "example_ct_sm.nii.gz")
-    ref, _ = load_canonical(TS / "example_seg.nii.gz")
-    labels = segment(np.asarray(hu), affine)
+    labels, _ = real_labels("example_ct_sm")
+    ref, _ = load_canonical(totalseg / "example_seg.nii.gz")
     # Measured 0.849 (0.000 before: only the mediastinum was searched). Floor a little below.
     assert dice(labels == AORTA, np.asarray(ref) == 52) >= 0.78
 

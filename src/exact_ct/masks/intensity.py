@@ -34,6 +34,7 @@ from exact_ct.masks.morph import (
 from exact_ct.masks.vessels import (
     CONTRAST_BLOOD_HU,
     LUMEN_RADIUS_MIN_MM,
+    SlicePeaks,
     aorta_enhanced,
     aorta_unenhanced,
     ascending_from_above,
@@ -41,6 +42,7 @@ from exact_ct.masks.vessels import (
     blood_pool_hu,
     heart_below_floor,
     track_tube,
+    tube_discs,
     ventricle_wall,
 )
 from exact_ct.schema import ORGAN_IDS
@@ -113,7 +115,9 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
     spine = _front_of_spine(spine_bone, dense, spacing)
     # The space's paravertebral limit uses the bone component's own front (it never reaches into a
     # blood pool): cutting a little less there costs nothing, the walk's error would cut the heart.
-    arch = _front_of_spine(spine_bone, fill_small_holes_2d(spine_bone, hole_px), spacing)
+    # the vertebral column with its canal and spongy bone filled (also kept out of the aorta's search)
+    column = fill_small_holes_2d(spine_bone, hole_px)
+    arch = _front_of_spine(spine_bone, column, spacing)
     region = mediastinal_space(lung_l, lung_r, body, arch, spacing) & ~bone_filled & ~airway
     heart, aorta, esophagus = (np.zeros_like(region) for _ in range(3))
     blood_hu: float | None = None
@@ -132,7 +136,7 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
             # the whole body (descending limb beside the spine and into the abdomen, arch, ascending
             # limb); what of it the heart's regrowth took (aortic root, ascending aorta) is given back.
             # The vertebral column's spongy bone has the density of contrast blood at this grid.
-            allowed = body & ~lungs & ~airway & ~fill_small_holes_2d(spine_bone, hole_px)
+            allowed = body & ~lungs & ~airway & ~column
             aorta = aorta_enhanced(hu, allowed, heart, bone_filled, blood_hu, arch, spacing, cfg)
             if not aorta.any():
                 # No descending aorta (the spine is outside a crop): the ascending aorta is still the
@@ -163,7 +167,7 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
     if not aorta.any() and (blood_hu is None or blood_hu < CONTRAST_BLOOD_HU):
         # No aorta in the mediastinal space (a scan of the lung bases and upper abdomen): the
         # descending and abdominal aorta as a soft-tissue tube in front of the spine, anywhere.
-        allowed = body & ~lungs & ~airway & ~fill_small_holes_2d(spine_bone, hole_px) & ~heart
+        allowed = body & ~lungs & ~airway & ~column & ~heart
         aorta = aorta_unenhanced(hu, allowed, bone_filled, spine, spacing, cfg)
     organs = airway | heart | aorta | esophagus
     # The mediastinum ends at the front of the vertebral bodies: beside and behind them lie the
@@ -679,6 +683,7 @@ def _aorta(
     best: dict[int, tuple[int, int, float]] = {}
     best_key = (0.0, 0.0)
     tried = np.zeros(peaks.shape, dtype=bool)
+    listed = SlicePeaks(peaks)
     for z0 in zs:
         ex = x_c[z0] - cfg.aorta_offset_mm[0] / spacing[0]
         ey = y_f[z0] + cfg.aorta_offset_mm[1] / spacing[1]
@@ -687,7 +692,7 @@ def _aorta(
         for i in np.flatnonzero(dist <= cfg.aorta_search_mm):
             if tried[px[i], py[i], z0]:
                 continue  # already part of a track
-            chain = track_tube(peaks, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm)
+            chain = track_tube(listed, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm)
             for z, (cx, cy, _) in chain.items():
                 tried[cx, cy, z] = True
             # The esophagus is a tube in front of the spine too, but on its midline: the descending
@@ -709,25 +714,16 @@ def _aorta(
     core_r = cfg.aorta_core_ratio * radius
     d3 = ndimage.distance_transform_edt(tissue, sampling=spacing)
     core = components_touching(d3 >= core_r, seeds)
-    tube = (dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & tissue) | _discs(chain, d2, spacing)
+    tube = (dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & tissue) | tube_discs(
+        chain, d2.shape, spacing
+    )
     # Where the arch's core does not reach it, the ascending aorta is tracked down from the arch as the
     # round soft-tissue tube in front of the descending one (as in contrast CT, on the tissue's map).
     all_peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
     asc = ascending_limb(core, all_peaks, d2, chain, spacing, cfg)
     if asc:
-        tube |= _discs(asc, d2, spacing)
+        tube |= tube_discs(asc, d2.shape, spacing)
     return tube & tissue
-
-
-def _discs(chain: dict[int, tuple[int, int, float]], d2: np.ndarray, spacing: Spacing) -> np.ndarray:
-    """Union of the tracked in-plane discs (centre and in-plane radius per slice)."""
-    out = np.zeros(d2.shape, dtype=bool)
-    gx = np.arange(d2.shape[0])[:, None] * spacing[0]
-    gy = np.arange(d2.shape[1])[None, :] * spacing[1]
-    for z, (cx, cy, r) in chain.items():
-        rr = r + 0.5 * max(spacing[0], spacing[1])
-        out[:, :, z] = (gx - cx * spacing[0]) ** 2 + (gy - cy * spacing[1]) ** 2 <= rr * rr
-    return out
 
 
 def _esophagus(

@@ -165,7 +165,7 @@ def aorta_enhanced(
     more = _continue_down(outer, peaks & near, d2, spacing, cfg.aorta_step_mm)
     if more:
         outer = _fill_gaps({**_recentre(more, d_vessel, spacing), **outer})
-    out = _discs(_smooth(outer), d2.shape, spacing) & vessel
+    out = tube_discs(_smooth(outer), d2.shape, spacing) & vessel
     # Arch: the thick core of the lumen above the level where the limbs part, connected to the track's
     # upper part. Great vessels (radius < 0.6x the aorta's) have no core and stay out.
     z_top = max(chain)
@@ -183,7 +183,7 @@ def aorta_enhanced(
     # it widens into the left ventricle (no peak of similar radius within reach).
     asc = ascending_limb(core, peaks, d2, chain, spacing, cfg)
     asc = _fill_gaps(asc) if asc else asc
-    out |= _discs(asc, d2.shape, spacing)
+    out |= tube_discs(asc, d2.shape, spacing)
     # Only the part of the core above the ascending limb's seed is arch; below it the core may reach
     # the pulmonary trunk or the heart.
     if asc:
@@ -269,7 +269,7 @@ def aorta_unenhanced(
         return empty
     # (the soft-tissue section already holds the wall: the distance map's half voxel beyond the edge is
     # taken off)
-    return _discs(_smooth(_fill_gaps(chain)), d2.shape, spacing, pad=-0.5) & vessel
+    return tube_discs(_smooth(_fill_gaps(chain)), d2.shape, spacing, pad=-0.5) & vessel
 
 
 def _continue_down(
@@ -359,6 +359,7 @@ def _best_track(
     best: Chain = {}
     best_key = (0.0, 0.0)
     tried = np.zeros(peaks.shape, dtype=bool)
+    listed = SlicePeaks(peaks)
     for z0 in zs:
         ex = x_c[z0] - offset[0] / spacing[0]
         ey = y_f[z0] + offset[1] / spacing[1]
@@ -368,7 +369,7 @@ def _best_track(
             if tried[px[i], py[i], z0]:
                 continue  # already part of a track
             chain = track_tube(
-                peaks, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm, **track
+                listed, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm, **track
             )
             for z, (cx, cy, _) in chain.items():
                 tried[cx, cy, z] = True
@@ -398,6 +399,7 @@ def ascending_limb(
     top = max(desc)
     k_arch = int(round(ARCH_DEPTH_MM / spacing[2]))
     best: Chain = {}
+    listed = SlicePeaks(peaks)
     for in_core in (True, False):
         cand = sized & core if in_core else sized
         for z in sorted((z for z in desc if z >= top - k_arch and cand[:, :, z].any()), reverse=True):
@@ -414,7 +416,7 @@ def ascending_limb(
             # The ascending aorta keeps its calibre down to the root; the left ventricle (or, in a
             # crop, the heart) it opens into is much wider: a tighter radius ratio ends the track there.
             chain = track_tube(
-                peaks,
+                listed,
                 d2,
                 (z, int(px[i]), int(py[i])),
                 spacing,
@@ -432,8 +434,28 @@ def ascending_limb(
     return {}
 
 
+class SlicePeaks:
+    """The voxels of a 3-D peak mask listed per axial slice, from one ``np.nonzero`` of the whole volume.
+
+    :func:`track_tube` looks up the peaks of one slice at every step, and a seed search runs hundreds of
+    tracks over the same mask: a ``np.nonzero`` of a strided (x, y) slice each time cost seconds there.
+    ``in_slice(z)`` gives the same coordinates, in the same order, as ``np.nonzero(mask[:, :, z])``.
+    """
+
+    def __init__(self, mask: np.ndarray) -> None:
+        x, y, z = np.nonzero(mask)
+        order = np.argsort(z, kind="stable")  # stable: x-major order within a slice, as np.nonzero
+        self._x, self._y = x[order], y[order]
+        self._bounds = np.searchsorted(z[order], np.arange(mask.shape[2] + 1))
+        self.shape = mask.shape
+
+    def in_slice(self, z: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self._bounds[z], self._bounds[z + 1]
+        return self._x[lo:hi], self._y[lo:hi]
+
+
 def track_tube(
-    peaks: np.ndarray,
+    peaks: np.ndarray | SlicePeaks,
     d2: np.ndarray,
     seed: tuple[int, int, int],
     spacing: Spacing,
@@ -449,15 +471,18 @@ def track_tube(
     Each step takes the nearest peak within ``step_mm`` whose radius is ``ratio`` (0.6-1.6) x the last
     one (and at most ``max_radius``); up to
     ``max_missed`` slices without such a peak are bridged (the tube touching a neighbour there). With
-    ``back_mm``, a step downwards may move the centre at most that far backwards (posterior).
+    ``back_mm``, a step downwards may move the centre at most that far backwards (posterior). Callers that
+    track many seeds over one mask pass it as :class:`SlicePeaks`.
     """
+    if not isinstance(peaks, SlicePeaks):
+        peaks = SlicePeaks(peaks)
     z0, x0, y0 = seed
     chain = {z0: (x0, y0, float(d2[x0, y0, z0]))}
     for direction in directions:
         cx, cy, r = chain[z0]
         z, missed = z0 + direction, 0
         while 0 <= z < peaks.shape[2] and missed <= max_missed:
-            px, py = np.nonzero(peaks[:, :, z])
+            px, py = peaks.in_slice(z)
             dd = np.hypot((px - cx) * spacing[0], (py - cy) * spacing[1])
             rr = d2[px, py, z]
             ok = (dd <= step_mm * (1 + missed)) & (rr >= ratio[0] * r) & (rr <= min(ratio[1] * r, max_radius))
@@ -474,7 +499,7 @@ def track_tube(
     return chain
 
 
-def _discs(chain: Chain, shape: tuple[int, ...], spacing: Spacing, pad: float = 0.5) -> np.ndarray:
+def tube_discs(chain: Chain, shape: tuple[int, ...], spacing: Spacing, pad: float = 0.5) -> np.ndarray:
     """Union of the tracked in-plane discs (centre and in-plane radius per slice).
 
     The radius is the distance map's value plus ``pad`` voxels: that value is the distance to the
@@ -522,6 +547,7 @@ def ascending_from_above(
     k_band = max(1, int(round(HEART_TOP_BAND_MM / spacing[2])))
     best: Chain = {}
     best_r = 0.0
+    listed = SlicePeaks(peaks)
     for z in range(z_top, max(z_top - k_band, -1), -1):
         px, py = np.nonzero(peaks[:, :, z] & heart[:, :, z] & (d2[:, :, z] >= r_min) & (d2[:, :, z] <= r_max))
         for i in np.argsort(-d2[px, py, z], kind="stable"):
@@ -529,7 +555,7 @@ def ascending_from_above(
             if r0 <= best_r:
                 break
             chain = track_tube(
-                peaks,
+                listed,
                 d2,
                 (z, int(px[i]), int(py[i])),
                 spacing,
@@ -543,7 +569,7 @@ def ascending_from_above(
             best, best_r = chain, float(np.median([c[2] for c in chain.values()]))
     if not best:
         return empty
-    return _discs(_smooth(_fill_gaps(best)), hu.shape, spacing, pad=1.0) & allowed
+    return tube_discs(_smooth(_fill_gaps(best)), hu.shape, spacing, pad=1.0) & allowed
 
 
 def heart_below_floor(
