@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,13 @@ def test_kill9_data_stage_leaves_no_partial_file_and_rerun_is_identical(
             shutil.rmtree(ws / o, ignore_errors=True) if (ws / o).is_dir() else (ws / o).unlink(
                 missing_ok=True
             )
+        started = time.monotonic()
         was_killed, _ = run_and_kill(cmd, ws, rng.uniform(0.15, 0.9) * seconds, EXACT_PSEUDONYM_KEY=KEY)
         killed += was_killed
+        if not was_killed:
+            # The demo's stage time can be well above a lone rerun's (load, cold caches): the next
+            # kill falls inside the duration this run actually took.
+            seconds = min(seconds, time.monotonic() - started)
         # Whatever a later stage could read is complete: every visible file is the reference's bytes.
         partial = _snapshot(ws, outs)
         assert [k for k in partial if reference.get(k) != partial[k]] == []
@@ -224,8 +230,13 @@ def test_kill9_train_resumes_to_the_uninterrupted_weights(demo: dict[str, Any]) 
     rng = random.Random("kill:train")
     killed = 0
     for _ in range(3):
+        started = time.monotonic()
         was_killed, _ = run_and_kill(cmd, ws, rng.uniform(0.3, 0.9) * seconds, EXACT_PSEUDONYM_KEY=KEY)
         killed += was_killed
+        if not was_killed:
+            # The demo's stage time can be well above a lone rerun's (load, cold caches): the next
+            # kill falls inside the duration this run actually took.
+            seconds = min(seconds, time.monotonic() - started)
         partial = tree(package)
         assert [k for k in partial if reference.get(k) != partial[k]] == []  # the package: all or nothing
         for ckpt in sorted(checkpoints.glob("*.pt")) if checkpoints.is_dir() else []:
