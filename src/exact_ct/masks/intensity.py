@@ -248,13 +248,18 @@ def _bone(
     blood = ndimage.binary_dilation(is_blood[labels], iterations=3) & dense
     # Small dense specks between the lungs (noisy contrast blood just above the threshold, calcified
     # plaque) have no core at all: they are not bone either.
+    # A blood pool whose median lies near the threshold is a speckled network of dense voxels with only
+    # a small core: what the grow-back of that core did not reach is likewise blood when it lies between
+    # the lungs away from any cortex (a vertebral body there has its cortex all round).
     specks, m = ndimage.label(dense & ~blood)
     if m:
         sidx = np.arange(1, m + 1)
         scount = label_sums(specks, m)[1:]
         sinner = label_sums(specks, m, inner)[1:] / np.maximum(scount, 1)
+        scortex = label_sums(specks, m, near_cortex)[1:] / np.maximum(scount, 1)
         small = np.zeros(m + 1, dtype=bool)
-        small[sidx[(scount * float(np.prod(spacing)) / 1000.0 < 2.0) & (sinner >= 0.9)]] = True
+        small_ml = scount * float(np.prod(spacing)) / 1000.0 < 2.0
+        small[sidx[(small_ml | (scortex < 0.25)) & (sinner >= 0.9)]] = True
         blood |= small[specks]
     return dense & ~blood
 
