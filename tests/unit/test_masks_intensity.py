@@ -62,7 +62,8 @@ def test_synthetic_organs_match_the_phantom_truth(synthetic) -> None:
     # limb's band followed the spine front's running maximum), esophagus 0.62 (0.54 before it was
     # continued behind the trachea above the mediastinal space), mediastinum
     # 0.88, body 0.98 (before the pleura, floor and spine-front changes: pleura 0.70, esophagus 0.34,
-    # mediastinum 0.76, body 0.96). Floors a little below.
+    # mediastinum 0.76, body 0.96; mediastinum 0.88 -> 0.91 once the prevertebral 5 mm were left out of
+    # it). Floors a little below.
     floors = {
         "lung_left": 0.93,
         "lung_right": 0.95,
@@ -71,11 +72,24 @@ def test_synthetic_organs_match_the_phantom_truth(synthetic) -> None:
         "heart": 0.90,
         "aorta": 0.70,
         "esophagus": 0.55,
-        "mediastinum": 0.82,
+        "mediastinum": 0.88,
         "body": 0.96,
     }
     low = {k: round(v, 3) for k, v in got.items() if v < floors[k]}
     assert not low, f"below floor: {low}"
+
+
+@pytest.mark.parametrize("index", [5, 8])
+def test_contrast_heart_whose_blood_is_near_the_bone_threshold(index: int) -> None:
+    """Blood pools at a median of ~190 HU: about half their voxels are above the 200 HU bone threshold, a
+    speckled network around a small eroded core. It is blood, not bone, so the heart keeps its core."""
+    from exact_ct.synth import render_study
+
+    study = render_study(index, seed=20260427)
+    labels = segment(study.hu, study.affine)
+    got = dice(labels == ORGAN_IDS["heart"], study.organs == ORGAN_IDS["heart"])
+    # Measured 0.96 (study 5) and 0.94 (study 8); both were 0.00 when the network was taken for bone.
+    assert got >= 0.88, got
 
 
 def test_small_heart_and_trachea_beside_a_lung_apex() -> None:

@@ -47,6 +47,7 @@ class IntensityConfig:
     aorta_step_mm: float = 8.0  # largest in-plane shift of the centre from one slice to the next
     aorta_core_ratio: float = 0.6  # 3-D core of the tube (distance >= ratio x radius) links the arch
     esophagus_radius_mm: float = 8.0
+    prevertebral_mm: float = 5.0  # ligament and fascia in front of the vertebral bodies: not mediastinum
 
 
 @dataclass(frozen=True)

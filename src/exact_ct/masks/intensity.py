@@ -173,7 +173,8 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
     # The mediastinum ends at the front of the vertebral bodies: beside and behind them lie the
     # paravertebral gutters (body wall lined by pleura). The organs were searched in the wider space
     # because the descending aorta sits beside the vertebral body.
-    region &= ~spine.behind(hu.shape[1])
+    # (and the prevertebral soft tissue, ligament and fascia, in front of them is not mediastinum either)
+    region &= ~spine.behind(hu.shape[1], extra=cfg.prevertebral_mm / spacing[1])
     # (the abdominal aorta of a contrast CT must not pull the mediastinum's floor down into the abdomen)
     region &= _above_floor(lungs, heart | (aorta & region) | esophagus, spacing)
     pleural = _pleura(hu, lungs, body & ~region & ~organs & ~bone_filled, bone, spacing, cfg)
@@ -588,9 +589,9 @@ class SpineLine:
     x_c: np.ndarray
     y_f: np.ndarray
 
-    def behind(self, ny: int) -> np.ndarray:
-        """Voxels behind the vertebral body's anterior edge, in slices where the spine is seen: (1, ny, nz)."""
-        yf = np.where(self.has, np.nan_to_num(self.y_f, nan=-1.0), -1.0)
+    def behind(self, ny: int, extra: float = 0.0) -> np.ndarray:
+        """Voxels behind the vertebral body's anterior edge (+ ``extra`` voxels), where the spine is seen: (1, ny, nz)."""
+        yf = np.where(self.has, np.nan_to_num(self.y_f, nan=-1.0) + extra, -1.0)
         return (np.arange(ny)[:, None] < yf[None, :])[None, :, :]
 
     def crop(self, box: tuple[slice, slice, slice]) -> SpineLine:
