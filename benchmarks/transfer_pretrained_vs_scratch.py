@@ -11,8 +11,17 @@ network from scratch, for a lesion type held out of pretraining (Consolidation).
    and classification (study-level Consolidation label, AUROC on all test studies); ``pretrained`` =
    the pretrained encoder's weights (decoders and head fresh), ``scratch`` = same network, random weights;
    neither gets the pretrained maps. Same steps (``--steps``), learning rate, data and seeds for both.
-Prints one line (mean Dice ratio pretrained/scratch over the sizes); the table goes to stderr and, with
-``--json``, to a file. ``--variants`` also compares the design options (docs/transfer.md) at 10 studies.
+4. Classification by the linear probe (``classify_probe``; exact_ct.transfer.train.fit_probe /
+   apply_probe) on the same studies as the fine-tune classification (n studies, half positive, same
+   seeds), AUROC on the same test studies. Study vectors (per-organ embeddings of organs 1-9 + the 18
+   pooled probabilities, frozen network): ``pretrained`` = the pretrained package's network, ``scratch``
+   = the same architecture with fresh weights seeded like the fine-tune scratch arm. Both arms pool
+   inside the SAME organs, those the pretrained package predicts (as the fine-tune arms' region does),
+   so only the features differ (probe_features_in_base_organs).
+Prints one line (mean Dice ratio pretrained/scratch over the sizes, then the fine-tune and probe AUROC
+ratios); the table goes to stderr and, with ``--json``, to a file. ``--variants`` also compares the
+design options (docs/transfer.md) at 10 studies. ``--save-model DIR`` keeps the pretrained package so
+later runs can pass ``--model DIR`` and skip pretraining.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -37,6 +47,7 @@ import numpy as np  # noqa: E402
 
 HELD_OUT = "Consolidation"
 SYNTH_SEED = 11
+TASKS = ("segmentation", "classify", "classify_probe")
 
 
 def log(msg: str) -> None:
@@ -163,6 +174,33 @@ def run_one(kind, data, train_idx, test_idx, cfg, base, network, labels=None) ->
     return T.classification_metrics(data.labels[test_idx], p, cfg.threshold)["auroc"]
 
 
+def save_model(src: Path, dest: Path) -> None:
+    """Copy the pretrained package folder to ``dest`` (via a sibling temporary folder, then a rename)."""
+    dest = dest.resolve()
+    if dest == Path(src).resolve():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+
+
+def run_probe(vectors: np.ndarray, labels: np.ndarray, train_idx, test_idx, cfg) -> float | None:
+    from exact_ct.transfer import train as T
+
+    probe = T.fit_probe(vectors[train_idx], labels[train_idx], cfg)
+    p = T.apply_probe(probe, vectors[test_idx])
+    return T.classification_metrics(labels[test_idx], p, cfg.threshold)["auroc"]
+
+
+def wins(pre: list[float | None], scr: list[float | None]) -> int:
+    """Seeds where the pretrained arm is strictly better (a missing value counts as no win)."""
+    return sum(a is not None and b is not None and a > b for a, b in zip(pre, scr, strict=True))
+
+
 def summarise(values: list[float | None]) -> tuple[float, float]:
     v = [x for x in values if x is not None and not math.isnan(x)]
     return (float(np.mean(v)), float(np.std(v))) if v else (float("nan"), float("nan"))
@@ -172,6 +210,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="sanity check: fewer studies, sizes 5/10, 2 seeds")
     ap.add_argument("--model", type=Path, help="use this pretrained package instead of pretraining one")
+    ap.add_argument("--save-model", type=Path, help="copy the pretrained package here (reuse with --model)")
+    ap.add_argument(
+        "--tasks",
+        default=",".join(TASKS),
+        help=f"comma-separated subset of {','.join(TASKS)} (default all; the line needs all three)",
+    )
     ap.add_argument("--variants", action="store_true", help="also compare design options at 10 studies")
     ap.add_argument("--json", type=Path, help="write the table here")
     ap.add_argument("--cache", type=Path, help="keep rendered studies here between runs (development)")
@@ -180,6 +224,9 @@ def main() -> int:
     ap.add_argument("--test-studies", type=int, default=0, help="test studies (0: 90, quick 16)")
     ap.add_argument("--pretrain-epochs", type=int, default=0, help="pretraining epochs (0: 20, quick 3)")
     args = ap.parse_args()
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not tasks or set(tasks) - set(TASKS):
+        ap.error(f"--tasks: expected a subset of {','.join(TASKS)}, got {args.tasks!r}")
 
     import torch
 
@@ -224,6 +271,9 @@ def main() -> int:
     log(f"rendered {len(studies)} studies in {time.perf_counter() - t0:.0f} s")
     with tempfile.TemporaryDirectory(prefix="exact-transfer-bench-") as tmp:
         model_dir = args.model or pretrain(studies[:n_pretrain], plan, Path(tmp), pretrain_epochs, seed=5)
+        if args.save_model is not None:
+            save_model(model_dir, args.save_model)
+            log(f"pretrained package copied to {args.save_model}")
         base = load_package(model_dir)
         log(f"pretrained model ready at {time.perf_counter() - t0:.0f} s")
         samples = [
@@ -249,7 +299,7 @@ def main() -> int:
             "scratch": {"init": "scratch", "maps_input": False},
         }
         results: dict[str, dict] = {}
-        for kind in ("segmentation", "classify"):
+        for kind in [t for t in tasks if t != "classify_probe"]:
             data = seg if kind == "segmentation" else cls
             for n in sizes:
                 for arm, opts in arms.items():
@@ -269,6 +319,35 @@ def main() -> int:
                     log(
                         f"{kind:12s} n={n:2d} {arm:10s} {mean:.3f} +- {sd:.3f}  [{time.perf_counter() - t0:.0f} s]"
                     )
+        if "classify_probe" in tasks:
+            from exact_ct.transfer.train import probe_features_in_base_organs, scratch_exact_net
+
+            assert cls.labels is not None
+            # Study vectors of every study, once per arm and seed (the features are label-free); both
+            # arms are pooled in the organs the pretrained package predicts.
+            vectors = {("pretrained", None): probe_features_in_base_organs(cls.images, base)}
+            for seed in seeds:
+                vectors[("scratch", seed)] = probe_features_in_base_organs(
+                    cls.images, base, scratch_exact_net(base, seed)
+                )
+            log(
+                f"probe study vectors {vectors[('pretrained', None)].shape} [{time.perf_counter() - t0:.0f} s]"
+            )
+            for n in sizes:
+                for arm in arms:
+                    vals = []
+                    for seed in seeds:
+                        idx = choose(pool_pos, pool_neg, n, max(1, n // 2), seed)
+                        cfg = FinetuneConfig(**common, seed=seed)
+                        x = vectors[(arm, None if arm == "pretrained" else seed)]
+                        vals.append(run_probe(x, cls.labels, idx, test, cfg))
+                    mean, sd = summarise(vals)
+                    results.setdefault("classify_probe", {}).setdefault(str(n), {})[arm] = {
+                        "mean": mean,
+                        "sd": sd,
+                        "values": vals,
+                    }
+                    log(f"classify_probe n={n:2d} {arm:10s} {mean:.3f} +- {sd:.3f}")
         if args.variants:
             variants = {
                 "all pretrained weights + maps (old default)": {"init": "pretrained", "maps_input": True},
@@ -305,32 +384,49 @@ def main() -> int:
                     "values": vals,
                 }
                 log(f"variant n=10 {name:36s} Dice {mean:.3f} +- {sd:.3f}")
-    log("\n| task | studies | pretrained (mean +- sd) | scratch (mean +- sd) | ratio |")
-    log("|---|---|---|---|---|")
+    log(
+        "\n| task | studies | pretrained (mean +- sd) | scratch (mean +- sd) | ratio | seeds where pretrained wins |"
+    )
+    log("|---|---|---|---|---|---|")
     ratios: dict[str, list[float]] = {}
-    for kind in ("segmentation", "classify"):
+    names = {
+        "segmentation": "segmentation (Dice)",
+        "classify": "classification, fine-tune (AUROC)",
+        "classify_probe": "classification, linear probe (AUROC)",
+    }
+    for kind in tasks:
         for n in sizes:
             r = results[kind][str(n)]
             ratio = (
                 r["pretrained"]["mean"] / r["scratch"]["mean"] if r["scratch"]["mean"] > 0 else float("nan")
             )
             r["ratio"] = ratio
+            r["pretrained_wins"] = wins(r["pretrained"]["values"], r["scratch"]["values"])
             ratios.setdefault(kind, []).append(ratio)
-            metric = "Dice" if kind == "segmentation" else "AUROC"
             log(
-                f"| {kind} ({metric}) | {n} | {r['pretrained']['mean']:.3f} +- {r['pretrained']['sd']:.3f} | "
-                f"{r['scratch']['mean']:.3f} +- {r['scratch']['sd']:.3f} | {ratio:.2f} |"
+                f"| {names[kind]} | {n} | {r['pretrained']['mean']:.3f} +- {r['pretrained']['sd']:.3f} | "
+                f"{r['scratch']['mean']:.3f} +- {r['scratch']['sd']:.3f} | {ratio:.2f} | "
+                f"{r['pretrained_wins']} of {len(seeds)} |"
             )
+    elapsed = time.perf_counter() - t0
+    results["wall_s"] = round(elapsed)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=float))
-    dice_ratio = float(np.nanmean(ratios["segmentation"]))
-    auroc_ratio = float(np.nanmean(ratios["classify"]))
-    pre_dice = float(np.nanmean([results["segmentation"][str(n)]["pretrained"]["mean"] for n in sizes]))
-    log(f"total {time.perf_counter() - t0:.0f} s")
+
+    def mean_ratio(kind: str) -> float:
+        return float(np.nanmean(ratios[kind])) if kind in ratios else float("nan")
+
+    pre_dice = (
+        float(np.nanmean([results["segmentation"][str(n)]["pretrained"]["mean"] for n in sizes]))
+        if "segmentation" in results
+        else float("nan")
+    )
+    log(f"total {elapsed:.0f} s")
     print(
-        f"transfer_pretrained_vs_scratch: {pre_dice:.3f} Dice (ratio {dice_ratio:.2f} vs the same network "
-        f"from scratch, mean over {'/'.join(map(str, sizes))} labelled studies; AUROC ratio {auroc_ratio:.2f})"
+        f"transfer_pretrained_vs_scratch: {pre_dice:.3f} Dice (ratio {mean_ratio('segmentation'):.2f} vs the "
+        f"same network from scratch, mean over {'/'.join(map(str, sizes))} labelled studies; AUROC ratio "
+        f"{mean_ratio('classify'):.2f}; probe AUROC ratio {mean_ratio('classify_probe'):.2f})"
     )
     return 0
 

@@ -53,22 +53,48 @@ def embedding_dim(net: ExactNet) -> int:
 
 
 @torch.no_grad()
-def organ_embeddings(package: ModelPackage, image_norm: np.ndarray, device: str = "cpu") -> OrganEmbeddings:
-    """Embeddings of one normalised image on the package's model grid, (C, x, y, z)."""
+def organ_embeddings(
+    package: ModelPackage,
+    image_norm: np.ndarray,
+    device: str = "cpu",
+    *,
+    net: ExactNet | None = None,
+    organ_probs: torch.Tensor | None = None,
+) -> OrganEmbeddings:
+    """Embeddings of one normalised image on the package's model grid, (C, x, y, z).
+
+    Args:
+        package: the pretrained package (its grid, pooling and, by default, its network).
+        image_norm: (C, x, y, z) normalised image.
+        device: torch device.
+        net: the network whose features are pooled (default ``package.net``), e.g. the same architecture
+            with fresh weights for a from-scratch baseline.
+        organ_probs: (1, 10, x, y, z) organ probabilities to pool in (default: those ``net`` predicts);
+            their argmax places the embeddings and they confine the 18 probabilities, so two networks
+            given the same ``organ_probs`` differ only in their features.
+    """
     from exact_ct.model.predict import predict
 
-    net = package.net.to(device).eval()
+    net = (net if net is not None else package.net).to(device).eval()
     feats: list[torch.Tensor] = []
     hooks = [blk.register_forward_hook(lambda _m, _i, o: feats.append(o)) for blk in net.encoder]
     # The input of the 18-map head is the anomaly decoder's last feature map.
     hooks.append(net.anomaly_head_full.register_forward_pre_hook(lambda _m, i: feats.append(i[0])))
     try:
         x = torch.from_numpy(np.ascontiguousarray(image_norm, dtype=np.float32))[None].to(device)
-        pred = predict(net, package.pool().to(device), x, package.pooling.k_test)
+        pool = package.pool().to(device)
+        if organ_probs is None:
+            pred = predict(net, pool, x, package.pooling.k_test)
+            organ_p, study_probs = pred.organ_probs, pred.probs
+        else:
+            # The same pooling as predict(), inside the given organs instead of net's own.
+            organ_p = organ_probs.to(device).float()
+            logits = net(x).anomaly_logits_full
+            study_probs = pool(pool.pool_input(logits), organ_p, package.pooling.k_test)
     finally:
         for h in hooks:
             h.remove()
-    organs = pred.organ_probs.argmax(1)  # (1, X, Y, Z)
+    organs = organ_p.argmax(1)  # (1, X, Y, Z)
     onehot = F.one_hot(organs, NUM_ORGAN_CLASSES).permute(0, 4, 1, 2, 3).float()
     blocks = []
     for f in feats:
@@ -79,7 +105,7 @@ def organ_embeddings(package: ModelPackage, image_norm: np.ndarray, device: str 
     vec = torch.cat(blocks, dim=-1)[0].cpu().numpy().astype(np.float32)  # (10, dim)
     voxels = onehot.flatten(2).sum(-1)[0].cpu().numpy().astype(np.int64)
     ids = np.array([o for o in range(1, NUM_ORGAN_CLASSES) if voxels[o] > 0], dtype=np.int64)
-    return OrganEmbeddings(ids, vec[ids], voxels[ids], embedding_layers(net), pred.probs[0].cpu().numpy())
+    return OrganEmbeddings(ids, vec[ids], voxels[ids], embedding_layers(net), study_probs[0].cpu().numpy())
 
 
 def study_vector(emb: OrganEmbeddings, dim: int) -> np.ndarray:
