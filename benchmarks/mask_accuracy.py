@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
-    from exact_ct.synth import render_study
-
     n = 3 if args.quick else 20
     # Studies 0.. plus the first study with a pleural effusion (the effusion-in-pleura figure needs one).
     # 20 studies (was 6 until session 5): single phantoms move an organ's mean by up to 0.15 (the
