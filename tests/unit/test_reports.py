@@ -32,6 +32,9 @@ def labels(labeller: ReportLabeller, text: str) -> dict[str, int]:
         "Pleural effusion-thickening was not detected in both hemithorax.",
         "There is no evidence of pleural effusion.",
         "The pleural effusion seen on the previous examination has resolved.",
+        "The previously described pleural effusion could not be visualized in this examination.",
+        "Pleural effusion has not been seen.",
+        "Pleural effusion cannot be identified.",
     ],
 )
 def test_negated_effusion_is_absent(labeller: ReportLabeller, text: str) -> None:
