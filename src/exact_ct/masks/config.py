@@ -28,7 +28,7 @@ class IntensityConfig:
     airway_branch_ratio: float = 2.5  # a section this many times the trachea's is lung, not bronchus
     airway_tube_ratio: float = 2.0  # the seed's connected air stays below this x its area for 20 mm
     airway_min_length_mm: float = 30.0
-    airway_wall_hu: float = -150.0  # ring voxels darker than this are partly lumen: the wall is airway
+    airway_wall_mm: float = 1.5  # adult trachea / main bronchus wall, drawn around the fitted lumen
     # A main bronchus touching the lung at the working grid: its lumen is nearly pure air (-1000 HU),
     # aerated lung -700..-900 HU, so a core darker than this inside the merged air is still bronchus.
     airway_lumen_hu: float = -930.0

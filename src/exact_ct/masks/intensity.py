@@ -13,6 +13,7 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from exact_ct.io import spacing_from_affine
+from exact_ct.masks.airway import airway_with_wall
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.morph import (
     Spacing,
@@ -94,7 +95,10 @@ def segment_coarse(hu: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np
 def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
     """Every organ inside the body (cropped to its bounding box)."""
     air = body & (hu < cfg.lung_hu_max)
-    airway, lung_air = _airway(air, hu, body, spacing, cfg)
+    lumen, _ = _airway(air, hu, body, spacing, cfg)
+    # the wall drawn at sub-voxel precision around the tracked lumen (see exact_ct.masks.airway)
+    airway = airway_with_wall(lumen, hu, air, spacing, cfg.airway_wall_mm)
+    lung_air = air & ~airway
     lung_l, lung_r = _lungs(lung_air, hu, spacing, cfg)
     lungs = lung_l | lung_r
     labels = np.zeros(hu.shape, dtype=np.uint8)
@@ -273,9 +277,9 @@ def _airway(
     In the highest slices the trachea is a small, round air section near the body's midline. It is
     followed slice by slice downwards: every air section overlapping the airway of the slice above is
     airway while it stays small (trachea, then the two main bronchi after the carina); a section much
-    larger than the trachea is lung, where a main bronchus ends (only its overlap is kept). The tube's
-    wall (soft tissue around the lumen) is added as the ring of partial-volume voxels darker than
-    ``airway_wall_hu``. Only the coarse slices are looped over (a few hundred small 2-D labelings).
+    larger than the trachea is lung, where a main bronchus ends (only its overlap is kept). Returns
+    the lumen; its wall is drawn by :func:`exact_ct.masks.airway.airway_with_wall`. Only the coarse
+    slices are looped over (a few hundred small 2-D labelings).
     """
     out = np.zeros_like(air)
     if not air.any():
@@ -343,11 +347,7 @@ def _airway(
     zs = np.flatnonzero(out.any(axis=(0, 1)))
     if (zs[-1] - zs[0] + 1) * spacing[2] < cfg.airway_min_length_mm:
         return np.zeros_like(air), air
-    lumen = out
-    # The wall: in-plane neighbours of the lumen that are partly air (partial volume of lumen and wall).
-    ring = ndimage.binary_dilation(lumen, structure=_slice_cross()) & ~lumen & (hu < cfg.airway_wall_hu)
-    lumen_all = lumen | (ring & ~air)
-    return lumen_all, air & ~lumen_all
+    return out, air & ~out
 
 
 def _is_tube(
@@ -370,12 +370,6 @@ def _is_tube(
             return False
         prev = nxt
     return True
-
-
-def _slice_cross() -> np.ndarray:
-    s = np.zeros((3, 3, 3), dtype=bool)
-    s[:, :, 1] = _CROSS_2D
-    return s
 
 
 def _lungs(

@@ -395,7 +395,7 @@ def ascending_limb(
     else the longest track.
     """
     radius = float(np.median([c[2] for c in desc.values()]))
-    sized = peaks & (d2 >= ASCENDING_RATIO[0] * radius) & (d2 <= 1.6 * radius)
+    sized = peaks & (d2 >= ASCENDING_RATIO[0] * radius) & (d2 <= ASCENDING_MAX_RATIO * radius)
     top = max(desc)
     k_arch = int(round(ARCH_DEPTH_MM / spacing[2]))
     best: Chain = {}
