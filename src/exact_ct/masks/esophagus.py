@@ -1,0 +1,263 @@
+"""Esophagus of the intensity backend: a tube in front of the spine, fitted as a circle per axial slice.
+
+The thoracic esophagus is a round soft-tissue tube (often with a small central air lumen) lying on the
+prevertebral tissue in front of the vertebral bodies, behind the trachea and right of / against the
+descending aorta, surrounded elsewhere by mediastinal fat. Its section is located slice by slice (a
+seed near the expected point, following the slice above as it drifts left to the hiatus) and then
+fitted as a circle to its *own* boundary: rays cast from the seed stop where the HU profile crosses into
+fat (or air), bone or the airway, and a least-squares circle through those end points gives centre and
+radius. Rays that run on through the touching aorta (unenhanced blood has the esophagus's density:
+no edge between them) find no boundary within reach and are left out, so the fit uses the free sides
+only. Centre and radius are then smoothed along z (a tube changes slowly) and the section is the disc
+of that radius, less fat and everything not allowed (a disc of fixed size centred on the nearest
+non-fat voxel sat on the tube's near edge and was too small for a wide esophagus).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from exact_ct.masks.morph import Spacing
+from exact_ct.masks.vessels import CONTRAST_BLOOD_HU
+
+if TYPE_CHECKING:
+    from exact_ct.masks.config import IntensityConfig
+    from exact_ct.masks.intensity import SpineLine
+
+#: Rays cast from the seed per slice (every 22.5 degrees).
+N_RAYS = 16
+#: Rays are followed this far (mm): beyond it a ray ran through a touching organ (the aorta).
+RAY_REACH_MM = 22.0
+#: Sampling step along a ray (mm).
+RAY_STEP_MM = 0.5
+#: Within this distance of the seed a dark sample is the air lumen, not the fat around the tube.
+LUMEN_MM = 3.5
+#: Dense bone (and contrast blood) is above this HU: the tube's posterior (or aortic) boundary.
+DENSE_HU = 200.0
+#: Physiological radius of the (collapsed or slightly distended) esophagus, mm.
+RADIUS_MM = (5.0, 13.0)
+#: A boundary point farther than this many times the median ray is another organ's boundary.
+RAY_OUTLIER = 1.5
+#: Fewest boundary points for a circle fit.
+MIN_POINTS = 6
+#: Window (slices) of the running median of centre and radius along z.
+SMOOTH_SLICES = 5
+#: Air in a hollow organ's lumen (blurred to a single voxel at the working grid) is darker than this.
+LUMEN_HU = -150.0
+#: ... and at most this large in one slice (the esophageal lumen; bowel gas or lung is larger).
+LUMEN_MAX_MM2 = 40.0
+#: The rim around a lumen averages above this (wall with partial volume); around fat pockets it is fat.
+LUMEN_RIM_HU = -80.0
+#: HU given to the lumen and its rim (the esophageal wall's soft tissue).
+SOFT_HU = 40.0
+_SLICE_8 = np.zeros((3, 3, 3), dtype=bool)
+_SLICE_8[:, :, 1] = True
+
+
+def fit_circle(px: np.ndarray, py: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares (algebraic, Kasa) circle through points: (centre x, centre y, radius)."""
+    a = np.column_stack([px, py, np.ones_like(px)])
+    b = px**2 + py**2
+    (c0, c1, c2), *_ = np.linalg.lstsq(a, b, rcond=None)
+    cx, cy = 0.5 * c0, 0.5 * c1
+    return float(cx), float(cy), float(np.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
+
+
+def ray_ends(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    seed: tuple[float, float],
+    spacing: Spacing,
+    fat_hu: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary points (mm) of the section around ``seed`` (mm) in one slice, along ``N_RAYS`` rays.
+
+    A ray ends at the first sample (linear interpolation) darker than ``fat_hu`` (beyond the lumen),
+    denser than ``DENSE_HU``, or inside ``stop`` (airway, outside the allowed space); a ray that finds no
+    such end within ``RAY_REACH_MM`` is dropped (it ran through a touching organ).
+    """
+    angles = np.linspace(0.0, 2 * np.pi, N_RAYS, endpoint=False)
+    steps = np.arange(RAY_STEP_MM, RAY_REACH_MM + 1e-6, RAY_STEP_MM)
+    dx, dy = np.cos(angles)[:, None] * steps, np.sin(angles)[:, None] * steps
+    xs, ys = seed[0] + dx, seed[1] + dy  # mm, (ray, step)
+    coords = np.stack([xs / spacing[0], ys / spacing[1]])
+    vals = ndimage.map_coordinates(hu, coords, order=1, mode="nearest")
+    blocked = ndimage.map_coordinates(stop.view(np.uint8), coords, order=0, mode="constant", cval=1) > 0
+    end = ((vals < fat_hu) & (steps[None, :] > LUMEN_MM)) | (vals > DENSE_HU) | blocked
+    hit = end.any(axis=1)
+    first = np.argmax(end, axis=1)
+    # the boundary lies half a step before the first sample beyond it
+    r = steps[first] - 0.5 * RAY_STEP_MM
+    r = r[hit]
+    return seed[0] + np.cos(angles[hit]) * r, seed[1] + np.sin(angles[hit]) * r
+
+
+def fit_section(
+    hu: np.ndarray, stop: np.ndarray, seed: tuple[float, float], spacing: Spacing, fat_hu: float
+) -> tuple[float, float, float] | None:
+    """Centre (mm) and radius of the tube's section around ``seed``, or None where the fit fails.
+
+    Two rounds: the first from the seed (which may lie on the tube's near edge), the second from the
+    first fit's centre. Boundary points beyond ``RAY_OUTLIER`` x the median distance are dropped
+    (another organ's far side reached through a contact).
+    """
+    centre = seed
+    fit: tuple[float, float, float] | None = None
+    for _ in range(2):
+        px, py = ray_ends(hu, stop, centre, spacing, fat_hu)
+        if px.size < MIN_POINTS:
+            return fit
+        d = np.hypot(px - centre[0], py - centre[1])
+        keep = d <= RAY_OUTLIER * float(np.median(d))
+        if keep.sum() < MIN_POINTS:
+            return fit
+        cx, cy, r = fit_circle(px[keep], py[keep])
+        # the fit may not leave the seed's neighbourhood: a wrong fit is worse than the seed
+        if not (RADIUS_MM[0] <= r <= RADIUS_MM[1]) or np.hypot(cx - seed[0], cy - seed[1]) > RADIUS_MM[1]:
+            return fit
+        fit = (cx, cy, r)
+        centre = (cx, cy)
+    return fit
+
+
+def fit_centre(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    start: tuple[float, float],
+    radius: float,
+    spacing: Spacing,
+    fat_hu: float,
+) -> tuple[float, float] | None:
+    """Centre (mm) of a circle of known ``radius`` through the section's boundary points around ``start``.
+
+    Points farther than ``RAY_OUTLIER`` x ``radius`` from the current centre are another organ's
+    boundary (reached through a contact) and are left out; a few fixed-point rounds
+    ``c = mean(p - radius * (p - c) / |p - c|)`` (the least-squares circle of that radius).
+    """
+    c = np.array(start, dtype=float)
+    for _ in range(3):
+        px, py = ray_ends(hu, stop, (float(c[0]), float(c[1])), spacing, fat_hu)
+        pts = np.column_stack([px, py])
+        if len(pts) < MIN_POINTS:
+            return None
+        for _ in range(5):
+            v = pts - c
+            d = np.hypot(v[:, 0], v[:, 1])
+            keep = (d <= RAY_OUTLIER * radius) & (d > 1e-6)
+            if keep.sum() < MIN_POINTS:
+                return None
+            c = np.mean(pts[keep] - radius * v[keep] / d[keep, None], axis=0)
+        if np.hypot(c[0] - start[0], c[1] - start[1]) > radius:
+            return None
+    return float(c[0]), float(c[1])
+
+
+def fill_lumen(hu: np.ndarray, region: np.ndarray, airway: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """``hu`` with small enclosed air pockets (a hollow organ's lumen) and their rim set to soft tissue.
+
+    The esophagus's air lumen is a few mm across: at a 3 mm grid it is one dark voxel whose neighbours
+    fall into the fat range by partial volume. A dark (< ``LUMEN_HU``) in-slice component of at most
+    ``LUMEN_MAX_MM2``, not airway, whose 8-neighbour rim is on average soft tissue or brighter, is
+    such a lumen (a fat gap is not: its rim is fat).
+    """
+    out = hu.copy()
+    dark = region & (hu < LUMEN_HU) & ~airway
+    if not dark.any():
+        return out
+    labels, n = ndimage.label(dark, structure=_SLICE_8)
+    size = np.bincount(labels.ravel(), minlength=n + 1) * spacing[0] * spacing[1]
+    small = size <= LUMEN_MAX_MM2
+    small[0] = False
+    keep = small[labels]
+    if not keep.any():
+        return out
+    labels = np.where(keep, labels, 0)
+    grown = ndimage.grey_dilation(labels, footprint=_SLICE_8)
+    rim = (grown > 0) & (labels == 0)
+    # the rim's mean per lumen: brighter than fat means soft tissue around it
+    rim_sum = np.bincount(grown[rim], weights=hu[rim], minlength=n + 1)
+    rim_n = np.bincount(grown[rim], minlength=n + 1)
+    solid = rim_sum / np.maximum(rim_n, 1) > LUMEN_RIM_HU
+    solid[0] = False
+    pocket = solid[grown] & (grown > 0)
+    out[pocket] = np.maximum(out[pocket], SOFT_HU)
+    return out
+
+
+def esophagus(
+    hu: np.ndarray,
+    region: np.ndarray,
+    spine: SpineLine,
+    airway: np.ndarray,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+    aorta: np.ndarray | None = None,
+) -> np.ndarray:
+    """The esophagus in the mediastinal ``region`` (cropped box): fitted circles per slice, smoothed.
+
+    ``aorta`` (contrast CT): the aorta found before. Its enhanced lumen is a boundary of the
+    esophagus, and no seed lies in it; but its soft-tissue section (wall, thrombus) was grown round the
+    lumen and takes the esophagus where the two touch: within the fitted circle, its voxels darker than
+    enhanced blood (``CONTRAST_BLOOD_HU``) are the esophagus's.
+
+    Seeds as before: the non-fat voxel (soft tissue or luminal air) nearest to the point
+    ``esophagus_radius_mm + 4 mm`` in front of the vertebral body (the esophagus lies on the
+    prevertebral tissue), averaged with the centre of the slice above (it drifts left to the hiatus).
+    """
+    out = np.zeros_like(region)
+    seedable = region if aorta is None else region & ~aorta
+    if aorta is not None:
+        region = region | (aorta & (hu < CONTRAST_BLOOD_HU))
+    cand = seedable & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    if not cand.any() or not spine.has.any():
+        return out
+    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
+    r0 = cfg.esophagus_radius_mm
+    stop = ~region | airway
+    hu = fill_lumen(hu, region, airway, spacing)
+    cand = seedable & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    fits: dict[int, tuple[float, float, float]] = {}
+    prev: tuple[float, float] | None = None
+    for z in np.flatnonzero(cand.any(axis=(0, 1)) & has)[::-1]:
+        ex, ey = x_c[z] * spacing[0], y_f[z] * spacing[1] + r0 + 4.0
+        if prev is not None:
+            ex, ey = 0.5 * (ex + prev[0]), 0.5 * (ey + prev[1])
+        cx, cy = np.nonzero(cand[:, :, z])
+        d2 = (cx * spacing[0] - ex) ** 2 + (cy * spacing[1] - ey) ** 2
+        i = int(np.argmin(d2))
+        if d2[i] > (2 * r0) ** 2:
+            continue
+        seed = (float(cx[i] * spacing[0]), float(cy[i] * spacing[1]))
+        fit = fit_section(hu[:, :, z], stop[:, :, z], seed, spacing, cfg.fat_hu_max)
+        if fit is None:
+            fit = (seed[0], seed[1], r0)
+        fits[int(z)] = fit
+        prev = (fit[0], fit[1])
+    if not fits:
+        return out
+    zs = np.array(sorted(fits))
+    arr = np.array([fits[z] for z in zs])
+    k = min(SMOOTH_SLICES, len(zs) // 2 * 2 + 1)
+    arr = ndimage.median_filter(arr, size=(k, 1), mode="nearest")
+    # one tube: the radius varies little along it, a slice's fit that does not is an outlier
+    r_med = float(np.median(arr[:, 2]))
+    arr[:, 2] = np.clip(arr[:, 2], 0.8 * r_med, 1.2 * r_med)
+    # second pass: one radius for the whole tube (a slice's own fit is noisy), the centre refitted with it
+    for j, z in enumerate(zs):
+        c = fit_centre(hu[:, :, z], stop[:, :, z], (arr[j, 0], arr[j, 1]), r_med, spacing, cfg.fat_hu_max)
+        if c is not None:
+            arr[j, 0], arr[j, 1] = c
+        arr[j, 2] = r_med
+    arr[:, :2] = ndimage.median_filter(arr[:, :2], size=(k, 1), mode="nearest")
+    gx = np.arange(region.shape[0])[:, None] * spacing[0]
+    gy = np.arange(region.shape[1])[None, :] * spacing[1]
+    tissue = region & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    for z, (px, py, r) in zip(zs, arr, strict=True):
+        disc = (gx - px) ** 2 + (gy - py) ** 2 <= r * r
+        sl = disc & tissue[:, :, z]
+        # the ring between the air lumen and the wall is dark by partial volume: fill it
+        out[:, :, z] = ndimage.binary_fill_holes(sl) & disc & region[:, :, z] & ~airway[:, :, z]
+    return out
