@@ -187,7 +187,11 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
     region &= ~spine.behind(hu.shape[1], extra=cfg.prevertebral_mm / spacing[1])
     # (the abdominal aorta of a contrast CT must not pull the mediastinum's floor down into the abdomen)
     region &= _above_floor(lungs, heart | (aorta & region) | esophagus, spacing)
-    pleural = _pleura(hu, lungs, body & ~region & ~organs & ~bone_filled, bone, spacing, cfg)
+    # Soft tissue in that space that runs on under its floor is the diaphragm, the liver dome or the
+    # inferior vena cava's entry, not mediastinum (whose own contents above the floor are fat and organs).
+    dome = _under_floor_tissue(region, body & (hu > cfg.fat_hu_max) & ~organs & ~bone_filled & ~lungs)
+    region &= ~dome
+    pleural = _pleura(hu, lungs, body & ~region & ~organs & ~bone_filled & ~dome, bone, spacing, cfg)
     labels[region & ~pleural] = MEDIASTINUM
     labels[pleural] = PLEURA
     labels[aorta] = AORTA
@@ -487,6 +491,23 @@ def _above_floor(lungs: np.ndarray, organs: np.ndarray, spacing: Spacing, fat_mm
     own = np.where(near_organ, np.minimum(lowest_lung, reach), lowest_lung)
     floor = np.where(has_lung, np.maximum(floor, own), floor)
     return z[None, None, :] >= floor[:, :, None]
+
+
+def _under_floor_tissue(region: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """Voxels of ``soft`` inside ``region`` connected (3-D) to ``soft`` under the region's floor.
+
+    The floor of each (x, y) column is its lowest region voxel (columns without region take the
+    region's lowest slice). What is continuous with the tissue below it (diaphragm, liver dome, the
+    inferior vena cava) bulges up into the space between the lung bases; the mediastinum's own soft
+    tissue above the floor is separated from it by fat or belongs to an organ (excluded from ``soft``).
+    """
+    has = region.any(axis=2)
+    if not has.any():
+        return np.zeros_like(region)
+    low = np.where(has, np.argmax(region, axis=2), 0)
+    low = np.where(has, low, int(low[has].min()))
+    below = soft & ~region & (np.arange(region.shape[2])[None, None, :] < low[:, :, None])
+    return components_touching(soft, below) & region
 
 
 def _heart(tissue: np.ndarray, lungs: np.ndarray, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
