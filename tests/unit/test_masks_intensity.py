@@ -321,3 +321,17 @@ def ndimage_ring(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     return ndimage.binary_dilation(mask, structure=ndimage.generate_binary_structure(2, 1))
+
+
+def test_soft_tissue_continuous_with_the_tissue_under_the_floor_is_not_mediastinum() -> None:
+    from exact_ct.masks.intensity import _under_floor_tissue
+
+    region = np.zeros((20, 20, 20), dtype=bool)
+    region[5:15, 5:15, 8:] = True  # the space between the lungs, floor at z 8
+    soft = np.zeros_like(region)
+    soft[6:10, 6:10, 0:11] = True  # a dome rising from below the floor up to z 10
+    soft[11:14, 11:14, 14:17] = True  # a lymph node or vessel inside the space, surrounded by fat
+    dome = _under_floor_tissue(region, soft)
+    assert dome[6:10, 6:10, 8:11].all()  # the dome's part above the floor
+    assert not dome[11:14, 11:14, 14:17].any()
+    assert not (dome & ~region).any()
