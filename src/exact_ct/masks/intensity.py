@@ -13,7 +13,7 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from exact_ct.io import spacing_from_affine
-from exact_ct.masks.airway import airway_with_wall
+from exact_ct.masks.airway import airway_with_wall, extend_main_bronchi
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.esophagus import esophagus as fit_esophagus
 from exact_ct.masks.morph import (
@@ -97,6 +97,8 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
     """Every organ inside the body (cropped to its bounding box)."""
     air = body & (hu < cfg.lung_hu_max)
     lumen, _ = _airway(air, hu, body, spacing, cfg)
+    # the main bronchi followed on along their axis into the hilum, where the tracker loses them
+    lumen = extend_main_bronchi(lumen, hu, air, spacing)
     # the wall drawn at sub-voxel precision around the tracked lumen (see exact_ct.masks.airway)
     airway = airway_with_wall(lumen, hu, air, spacing, cfg.airway_wall_mm)
     lung_air = air & ~airway
