@@ -14,6 +14,7 @@ from skimage.segmentation import watershed
 
 from exact_ct.io import spacing_from_affine
 from exact_ct.masks.airway import airway_with_wall, extend_main_bronchi
+from exact_ct.masks.aorta_plain import aorta_plain
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.esophagus import esophagus as fit_esophagus
 from exact_ct.masks.morph import (
@@ -28,23 +29,17 @@ from exact_ct.masks.morph import (
     erode_mm,
     fill_holes_2d,
     fill_small_holes_2d,
-    inplane_distance,
     label_sums,
     largest_component,
     upsample_labels,
 )
 from exact_ct.masks.vessels import (
     CONTRAST_BLOOD_HU,
-    LUMEN_RADIUS_MIN_MM,
-    SlicePeaks,
     aorta_enhanced,
     aorta_unenhanced,
     ascending_from_above,
-    ascending_limb,
     blood_pool_hu,
     heart_below_floor,
-    track_tube,
-    tube_discs,
     ventricle_wall,
 )
 from exact_ct.schema import ORGAN_IDS
@@ -163,17 +158,15 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
                 hu_b, region_b & ~heart_b & ~aorta[box], spine_b, airway_b, spacing, cfg
             )
         else:
-            # The paravertebral muscle beside the vertebral body has the density of unenhanced blood:
-            # the descending aorta's round section is looked for in front of the vertebral bodies only.
-            # The esophagus (a shape prior on the midline) goes first: where the unenhanced aorta
-            # touches it, the aorta's track would otherwise run into it.
-            # The fixed-size disc of the shape prior keeps the aorta's round sections intact for its
-            # tracker; the fitted esophagus (wider where the tube is) then yields to the aorta found.
+            # Unenhanced blood has the density of the heart, the esophagus and the paravertebral
+            # muscle: the aorta is a tracked round section in front of the vertebral bodies, re-centred
+            # on its fat boundary (exact_ct.masks.aorta_plain). The esophagus's fixed-size disc goes
+            # first, so that the track does not run into it; the fitted esophagus (wider where the tube
+            # is) splits the overlap with the aorta and then yields to it.
             eso_b = _esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
-            front = tissue & ~heart_b & ~eso_b & ~spine_b.behind(tissue.shape[1])
-            aorta[box] = _aorta(front, heart_b, spine_b, spacing, cfg)
-            esophagus[box] = fit_esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
-            esophagus[box] &= ~aorta[box]
+            eso_fit = fit_esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
+            aorta[box] = aorta_plain(hu_b, region_b, tissue, heart_b, eso_b, spine_b, spacing, cfg, eso_fit)
+            esophagus[box] = eso_fit & ~aorta[box]
     # Above the mediastinal space (the neck) the esophagus lies directly behind the trachea.
     esophagus |= _esophagus_neck(hu, esophagus, airway, body & ~bone_filled, spacing, cfg)
     if not aorta.any() and (blood_hu is None or blood_hu < CONTRAST_BLOOD_HU):
@@ -682,77 +675,6 @@ def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
         idx = np.flatnonzero(mask.any(axis=other))
         out.append(slice(max(int(idx[0]) - pad, 0), min(int(idx[-1]) + pad + 1, mask.shape[axis])))
     return tuple(out)  # type: ignore[return-value]
-
-
-def _aorta(
-    tissue: np.ndarray, heart: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: IntensityConfig
-) -> np.ndarray:
-    """The aorta: descending part tracked as a round section beside the spine, arch and ascending part grown.
-
-    In each axial slice the descending aorta is a round soft-tissue (or contrast) section of 8-20 mm
-    radius left-anterior of the vertebral body; the in-plane distance map's local maxima are its
-    centres. They are tracked up and down from the level of the heart (or of the lungs' middle),
-    following the nearest maximum of similar radius. The thick core of that tube (3-D distance at least
-    ``aorta_core_ratio`` times its radius) is then followed as a 3-D component, which takes the arch and
-    the ascending aorta down to the heart, and grown back to the tube's radius.
-    """
-    empty = np.zeros_like(tissue)
-    if not tissue.any() or not spine.has.any():
-        return empty
-    r_min, r_max = cfg.aorta_radius_mm
-    d2 = inplane_distance(tissue, spacing)
-    peaks = (d2 >= r_min) & (d2 <= r_max) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
-    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
-    zs = np.flatnonzero(has & peaks.any(axis=(0, 1)))
-    if zs.size == 0:
-        return empty
-    # Seeds: in every slice, the peaks within ``aorta_search_mm`` of the expected centre (left of the
-    # vertebral body, level with its front). Each is tracked up and down; the longest track wins (one
-    # slice where the aorta touches the esophagus or the heart no longer decides it).
-    best: dict[int, tuple[int, int, float]] = {}
-    best_key = (0.0, 0.0)
-    tried = np.zeros(peaks.shape, dtype=bool)
-    listed = SlicePeaks(peaks)
-    for z0 in zs:
-        ex = x_c[z0] - cfg.aorta_offset_mm[0] / spacing[0]
-        ey = y_f[z0] + cfg.aorta_offset_mm[1] / spacing[1]
-        px, py = np.nonzero(peaks[:, :, z0])
-        dist = np.hypot((px - ex) * spacing[0], (py - ey) * spacing[1])
-        for i in np.flatnonzero(dist <= cfg.aorta_search_mm):
-            if tried[px[i], py[i], z0]:
-                continue  # already part of a track
-            chain = track_tube(listed, d2, (int(z0), int(px[i]), int(py[i])), spacing, cfg.aorta_step_mm)
-            for z, (cx, cy, _) in chain.items():
-                tried[cx, cy, z] = True
-            # The esophagus is a tube in front of the spine too, but on its midline: the descending
-            # aorta runs left of it for most of its course.
-            left_mm = np.median([(x_c[z] - c[0]) * spacing[0] for z, c in chain.items()])
-            if left_mm < 0.5 * cfg.aorta_offset_mm[0]:
-                continue
-            key = (float(len(chain)), -float(dist[i]))
-            if key > best_key:
-                best, best_key = chain, key
-    chain = best
-    if len(chain) * spacing[2] < 30.0:
-        return empty
-    radius = float(np.median([c[2] for c in chain.values()]))
-    seeds = np.zeros_like(tissue)
-    for z, (cx, cy, _) in chain.items():
-        seeds[cx, cy, z] = True
-    # Thick core of the tube, connected to the tracked centres: arch and ascending aorta come with it.
-    core_r = cfg.aorta_core_ratio * radius
-    d3 = ndimage.distance_transform_edt(tissue, sampling=spacing)
-    core = components_touching(d3 >= core_r, seeds)
-    tube = (dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & tissue) | tube_discs(
-        chain, d2.shape, spacing
-    )
-    # Where the arch's core does not reach it, the ascending aorta is tracked down from the arch as the
-    # round soft-tissue tube in front of the descending one (as in contrast CT, on the tissue's map).
-    all_peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
-    asc = ascending_limb(core, all_peaks, d2, chain, spacing, cfg)
-    if asc:
-        tube |= tube_discs(asc, d2.shape, spacing)
-    return tube & tissue
 
 
 def _esophagus(

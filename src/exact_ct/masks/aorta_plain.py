@@ -1,0 +1,441 @@
+"""Aorta of an unenhanced (plain) CT in the mediastinum: tracked tube, re-centred by circle fits.
+
+Without contrast the aorta's blood (30-60 HU) has the density of the heart, the esophagus and the
+prevertebral soft tissue, so where one of them touches the vessel there is no edge between them. The
+in-plane distance map of the soft tissue then peaks between the two organs: its maximum is pulled
+towards the neighbour and drops in radius, and a track that follows those maxima stops where a
+neighbour touches. Elsewhere the vessel is wrapped in mediastinal fat. This module therefore
+
+1. tracks the descending aorta as in the classical backend (distance maxima left-anterior of the
+   vertebral bodies), but bridges a few slices where a neighbour touches it;
+2. re-centres each section on its *own* fat boundary: rays cast from the centre stop where the HU
+   profile falls into fat, at dense bone or outside the mediastinal space; rays that run on through a
+   touching organ find no boundary within reach of the tube's radius and are dropped; a circle of the
+   tube's radius (the median of free per-slice fits: a tube keeps its calibre) is fitted to the rest;
+3. follows that fitted circle down beyond the track's lower end while its section stays round and
+   soft tissue, and the fat boundary keeps being found on enough rays (not up: above the descending
+   limb the arch turns forwards, and higher up lie the thoracic inlet's prevertebral tissue and
+   esophagus); the arch is the thick soft-tissue core connected to the track, at most
+   ``ARCH_ABOVE_MM`` above its top;
+4. finds the ascending aorta as the round soft-tissue tube that rises from the heart's top in front of
+   the descending aorta and right of it (the pulmonary trunk ends at its bifurcation just above the
+   heart; the superior vena cava lies further right and is narrower), and follows it up to the arch.
+
+Everything holds for real chests: the descending aorta is round and fat-bounded on most of its
+circumference, the esophagus and the heart touch it only on one side.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from exact_ct.masks.esophagus import esophagus as fit_esophagus
+from exact_ct.masks.esophagus import fit_circle
+from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance
+from exact_ct.masks.vessels import (
+    ABOVE_HEART_MM,
+    ASCENDING_AHEAD_MAX_MM,
+    ASCENDING_AHEAD_MM,
+    ASCENDING_MAX_RATIO,
+    ASCENDING_RATIO,
+    ASCENDING_RIGHT_MM,
+    ASCENDING_RIGHT_TOL_MM,
+    LUMEN_RADIUS_MIN_MM,
+    Chain,
+    SlicePeaks,
+    ascending_limb,
+    track_tube,
+    tube_discs,
+)
+
+if TYPE_CHECKING:
+    from exact_ct.masks.config import IntensityConfig
+    from exact_ct.masks.intensity import SpineLine
+
+#: Rays per section (every 15 degrees).
+N_RAYS = 24
+#: Sampling step along a ray (mm).
+RAY_STEP_MM = 0.5
+#: A ray is followed up to this many times the tube's radius: beyond, it ran through a touching organ.
+RAY_REACH = 1.6
+#: Dense bone is above this HU (the tube's posterior boundary against a vertebral body).
+DENSE_HU = 200.0
+#: Fewest boundary points for a circle fit (a neighbour may cover up to half the circumference).
+MIN_POINTS = 8
+#: Slices bridged by the descending track where a neighbour touches the tube.
+MAX_MISSED = 3
+#: A section followed beyond the track must be at least this fraction soft tissue ...
+TISSUE_SHARE = 0.8
+#: ... and of the heart (the aortic root within the heart stays the heart's) at most this fraction.
+HEART_SHARE = 0.3
+#: Window (slices) of the running median of the re-centred centres along z.
+SMOOTH_SLICES = 5
+#: Extension beyond the track: slices without a fit before it ends.
+EXTEND_MISSED = 1
+#: The arch's top lies at most this far above the descending track's top.
+ARCH_ABOVE_MM = 40.0
+#: Directions (+1 up, -1 down) in which the fitted tube is followed beyond the track.
+EXTEND_DIRECTIONS = (-1,)
+#: The vertebral bodies' front moves at most this far (mm) from the column's median front: a slice
+#: beyond it is a walk that ran on into another dense structure (sternum, calcified heart).
+SPINE_FRONT_TOL_MM = 25.0
+
+
+def steady_spine(spine: SpineLine, spacing: Spacing) -> SpineLine:
+    """``spine`` with outlying fronts replaced by interpolation from the other slices.
+
+    The thoracic column's front follows a gentle kyphosis: it stays within ``SPINE_FRONT_TOL_MM`` of its
+    median over the chest. A run of slices far in front of it would cut the whole posterior mediastinum
+    (and the descending aorta) out of the search.
+    """
+    zs = np.flatnonzero(spine.has & np.isfinite(spine.y_f))
+    if zs.size < 3:
+        return spine
+    y = spine.y_f[zs]
+    good = np.abs(y - np.median(y)) * spacing[1] <= SPINE_FRONT_TOL_MM
+    if good.all() or good.sum() < 2:
+        return spine
+    y_f = spine.y_f.copy()
+    y_f[zs] = np.interp(zs, zs[good], y[good])
+    return type(spine)(spine.has, spine.x_c, y_f)
+
+
+def ray_ends(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    centre: tuple[float, float],
+    reach_mm: float,
+    spacing: Spacing,
+    fat_hu: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary points (mm) around ``centre`` (mm) in one slice; rays without one within reach dropped.
+
+    A ray ends at the first sample darker than ``fat_hu``, denser than ``DENSE_HU`` or inside ``stop``
+    (lung, airway, outside the mediastinal space).
+    """
+    angles = np.linspace(0.0, 2 * np.pi, N_RAYS, endpoint=False)
+    steps = np.arange(RAY_STEP_MM, reach_mm + 1e-6, RAY_STEP_MM)
+    xs = centre[0] + np.cos(angles)[:, None] * steps
+    ys = centre[1] + np.sin(angles)[:, None] * steps
+    coords = np.stack([xs / spacing[0], ys / spacing[1]])
+    vals = ndimage.map_coordinates(hu, coords, order=1, mode="nearest")
+    blocked = ndimage.map_coordinates(stop.view(np.uint8), coords, order=0, mode="constant", cval=1) > 0
+    end = (vals < fat_hu) | (vals > DENSE_HU) | blocked
+    hit = end.any(axis=1)
+    r = steps[np.argmax(end, axis=1)] - 0.5 * RAY_STEP_MM
+    return centre[0] + np.cos(angles[hit]) * r[hit], centre[1] + np.sin(angles[hit]) * r[hit]
+
+
+def fit_free(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    centre: tuple[float, float],
+    radius: float,
+    spacing: Spacing,
+    fat_hu: float,
+) -> tuple[float, float, float] | None:
+    """Least-squares circle (centre mm, radius) through the free boundary around ``centre``, or None."""
+    px, py = ray_ends(hu, stop, centre, RAY_REACH * radius, spacing, fat_hu)
+    if px.size < MIN_POINTS:
+        return None
+    return fit_circle(px, py)
+
+
+def fit_fixed(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    start: tuple[float, float],
+    radius: float,
+    spacing: Spacing,
+    fat_hu: float,
+) -> tuple[float, float] | None:
+    """Centre (mm) of the circle of ``radius`` through the section's free boundary near ``start``.
+
+    Fixed-point rounds ``c = mean(p - radius * (p - c) / |p - c|)`` (least squares for a known radius),
+    recasting the rays from the new centre; points beyond ``RAY_REACH`` x ``radius`` are left out.
+    None where too few rays find a boundary or the centre leaves the section (moves more than the radius).
+    """
+    c = np.array(start, dtype=float)
+    for _ in range(3):
+        px, py = ray_ends(hu, stop, (float(c[0]), float(c[1])), RAY_REACH * radius, spacing, fat_hu)
+        pts = np.column_stack([px, py])
+        if len(pts) < MIN_POINTS:
+            return None
+        for _ in range(5):
+            v = pts - c
+            d = np.hypot(v[:, 0], v[:, 1])
+            keep = d > 1e-6
+            c = np.mean(pts[keep] - radius * v[keep] / d[keep, None], axis=0)
+        if np.hypot(c[0] - start[0], c[1] - start[1]) > radius:
+            return None
+    return float(c[0]), float(c[1])
+
+
+def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float, spacing: Spacing) -> np.ndarray:
+    gx = np.arange(shape[0])[:, None] * spacing[0]
+    gy = np.arange(shape[1])[None, :] * spacing[1]
+    return (gx - centre[0]) ** 2 + (gy - centre[1]) ** 2 <= radius * radius
+
+
+def _smooth_fill(chain: dict[int, tuple[float, float, float]], size: int = SMOOTH_SLICES) -> Chain:
+    """Centres interpolated over bridged slices, then a running median along z (voxel indices out)."""
+    zs = np.array(sorted(chain))
+    full = np.arange(zs[0], zs[-1] + 1)
+    cols = [np.interp(full, zs, [chain[z][k] for z in zs]) for k in range(3)]
+    k = min(size, len(full) // 2 * 2 + 1)
+    cols = [ndimage.median_filter(c, size=k, mode="nearest") for c in cols]
+    return {int(z): (int(round(x)), int(round(y)), float(r)) for z, x, y, r in zip(full, *cols, strict=True)}
+
+
+def recentre(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    chain: Chain,
+    spacing: Spacing,
+    fat_hu: float,
+    radius_range: tuple[float, float],
+) -> tuple[dict[int, tuple[float, float, float]], float]:
+    """Each section of ``chain`` re-centred on its fat boundary with one radius for the tube (mm out).
+
+    The radius is the median of the free circle fits (clipped to ``radius_range``), or the track's
+    median distance-map radius where no free fit succeeds. A slice whose fit fails keeps its centre.
+    """
+    free = []
+    for z, (cx, cy, r) in chain.items():
+        f = fit_free(hu[:, :, z], stop[:, :, z], (cx * spacing[0], cy * spacing[1]), r, spacing, fat_hu)
+        if f is not None and radius_range[0] <= f[2] <= radius_range[1]:
+            free.append(f[2])
+    r_track = float(np.median([c[2] for c in chain.values()]))
+    radius = float(np.median(free)) if len(free) >= 3 else r_track
+    out: dict[int, tuple[float, float, float]] = {}
+    for z, (cx, cy, _) in chain.items():
+        start = (cx * spacing[0], cy * spacing[1])
+        c = fit_fixed(hu[:, :, z], stop[:, :, z], start, radius, spacing, fat_hu)
+        out[z] = (*(c if c is not None else start), radius)
+    return out, radius
+
+
+def extend(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    tissue: np.ndarray,
+    heart: np.ndarray,
+    fits: dict[int, tuple[float, float, float]],
+    spacing: Spacing,
+    fat_hu: float,
+    step_mm: float,
+) -> dict[int, tuple[float, float, float]]:
+    """The fitted tube followed beyond its ends (``EXTEND_DIRECTIONS``), slice by slice (centres in mm).
+
+    The next slice's circle is fitted from the last centre with the tube's radius; it is taken while it
+    moves at most ``step_mm``, its disc is at least ``TISSUE_SHARE`` soft tissue (an arch turning
+    forwards or the hiatus end the round section) and at most ``HEART_SHARE`` heart.
+    """
+    out = dict(fits)
+    nz = hu.shape[2]
+    for direction in EXTEND_DIRECTIONS:
+        z = max(out) if direction > 0 else min(out)
+        cx, cy, radius = out[z]
+        missed = 0
+        z += direction
+        while 0 <= z < nz and missed <= EXTEND_MISSED:
+            c = fit_fixed(hu[:, :, z], stop[:, :, z], (cx, cy), radius, spacing, fat_hu)
+            ok = c is not None and np.hypot(c[0] - cx, c[1] - cy) <= step_mm * (1 + missed)
+            if ok:
+                disc = _disc(hu.shape[:2], c, radius, spacing)  # type: ignore[arg-type]
+                n = max(int(disc.sum()), 1)
+                ok = (
+                    tissue[:, :, z][disc].sum() >= TISSUE_SHARE * n
+                    and heart[:, :, z][disc].sum() <= HEART_SHARE * n
+                )
+            if not ok:
+                missed += 1
+                z += direction
+                continue
+            cx, cy = c  # type: ignore[misc]
+            out[z] = (cx, cy, radius)
+            missed = 0
+            z += direction
+    return out
+
+
+def _nearer(chain: Chain, other: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """Voxels nearer (relative to the radius) to the tube's centre than to ``other``'s in-slice centroid.
+
+    ``other`` (a round section per slice) is represented by its centroid and equal-area radius.
+    """
+    out = np.zeros(other.shape, dtype=bool)
+    gx = np.arange(other.shape[0])[:, None] * spacing[0]
+    gy = np.arange(other.shape[1])[None, :] * spacing[1]
+    for z, (cx, cy, r) in chain.items():
+        ox, oy = np.nonzero(other[:, :, z])
+        if ox.size == 0:
+            out[:, :, z] = True
+            continue
+        r_o = float(np.sqrt(ox.size * spacing[0] * spacing[1] / np.pi))
+        d_a = np.hypot(gx - cx * spacing[0], gy - cy * spacing[1]) / r
+        d_o = np.hypot(gx - ox.mean() * spacing[0], gy - oy.mean() * spacing[1]) / r_o
+        out[:, :, z] = d_a <= d_o
+    return out
+
+
+def descending_track(front: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: IntensityConfig) -> Chain:
+    """Longest tube track of ``front``'s distance maxima seeded left-anterior of the vertebral body.
+
+    As in the classical backend, but bridging up to ``MAX_MISSED`` slices where a neighbour touches.
+    Tracks whose median lies less than half the expected offset left of the spine's midline are the
+    esophagus's, not the aorta's.
+    """
+    r_min, r_max = cfg.aorta_radius_mm
+    d2 = inplane_distance(front, spacing)
+    peaks = (d2 >= r_min) & (d2 <= r_max) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
+    best: Chain = {}
+    best_key = (0.0, 0.0)
+    tried = np.zeros(peaks.shape, dtype=bool)
+    listed = SlicePeaks(peaks)
+    for z0 in np.flatnonzero(has & peaks.any(axis=(0, 1))):
+        ex = x_c[z0] - cfg.aorta_offset_mm[0] / spacing[0]
+        ey = y_f[z0] + cfg.aorta_offset_mm[1] / spacing[1]
+        px, py = np.nonzero(peaks[:, :, z0])
+        dist = np.hypot((px - ex) * spacing[0], (py - ey) * spacing[1])
+        for i in np.flatnonzero(dist <= cfg.aorta_search_mm):
+            if tried[px[i], py[i], z0]:
+                continue
+            chain = track_tube(
+                listed,
+                d2,
+                (int(z0), int(px[i]), int(py[i])),
+                spacing,
+                cfg.aorta_step_mm,
+                max_missed=MAX_MISSED,
+            )
+            for z, (cx, cy, _) in chain.items():
+                tried[cx, cy, z] = True
+            left_mm = np.median([(x_c[z] - c[0]) * spacing[0] for z, c in chain.items()])
+            if left_mm < 0.5 * cfg.aorta_offset_mm[0]:
+                continue
+            key = (float(len(chain)), -float(dist[i]))
+            if key > best_key:
+                best, best_key = chain, key
+    return best
+
+
+def ascending_above_heart(
+    tissue: np.ndarray, heart: np.ndarray, desc: Chain, spacing: Spacing, cfg: IntensityConfig
+) -> Chain:
+    """The ascending aorta as a round soft-tissue tube rising from the heart's top; empty if none.
+
+    Seeds are distance maxima of ``tissue`` (heart and esophagus excluded) in the slices just above the
+    heart's top, of ``ASCENDING_RATIO[0]``-``ASCENDING_MAX_RATIO`` x the descending radius,
+    ``ASCENDING_AHEAD_MM``-``ASCENDING_AHEAD_MAX_MM`` in front of the descending aorta and within
+    ``ASCENDING_RIGHT_TOL_MM`` of ``ASCENDING_RIGHT_MM`` right of it. Each is tracked up (radius ratio
+    ``ASCENDING_RATIO`` per slice); a track must rise at least ``ABOVE_HEART_MM`` (the pulmonary trunk
+    bifurcates just above the heart); of those, the widest wins (the superior vena cava is narrower).
+    """
+    zs = np.flatnonzero(heart.any(axis=(0, 1)))
+    if zs.size == 0 or not desc:
+        return {}
+    z_top = int(zs[-1])
+    k_above = max(1, int(round(ABOVE_HEART_MM / spacing[2])))
+    radius = float(np.median([c[2] for c in desc.values()]))
+    d2 = inplane_distance(tissue & ~heart, spacing)
+    peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    sized = peaks & (d2 >= ASCENDING_RATIO[0] * radius) & (d2 <= ASCENDING_MAX_RATIO * radius)
+    listed = SlicePeaks(peaks)
+    zd = np.array(sorted(desc))
+    best: Chain = {}
+    best_r = 0.0
+    for z in range(z_top + 1, min(z_top + 1 + k_above, tissue.shape[2])):
+        # the descending aorta's centre at this level (nearest tracked slice)
+        dx, dy, _ = desc[int(zd[np.argmin(np.abs(zd - z))])]
+        px, py = np.nonzero(sized[:, :, z])
+        ahead = (py - dy) * spacing[1]
+        right = (px - dx) * spacing[0]
+        ok = (ahead >= ASCENDING_AHEAD_MM) & (ahead <= ASCENDING_AHEAD_MAX_MM)
+        ok &= np.abs(right - ASCENDING_RIGHT_MM) <= ASCENDING_RIGHT_TOL_MM
+        for i in np.flatnonzero(ok):
+            r0 = float(d2[px[i], py[i], z])
+            chain = track_tube(
+                listed,
+                d2,
+                (z, int(px[i]), int(py[i])),
+                spacing,
+                cfg.aorta_step_mm,
+                directions=(1,),
+                max_missed=1,
+                ratio=ASCENDING_RATIO,
+                max_radius=ASCENDING_MAX_RATIO * max(radius, r0),
+            )
+            if max(chain) < z_top + k_above:
+                continue
+            r_med = float(np.median([c[2] for c in chain.values()]))
+            if r_med > best_r:
+                best, best_r = chain, r_med
+    return best
+
+
+def aorta_plain(
+    hu: np.ndarray,
+    region: np.ndarray,
+    tissue: np.ndarray,
+    heart: np.ndarray,
+    eso_disc: np.ndarray,
+    spine: SpineLine,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+    eso_fit: np.ndarray | None = None,
+) -> np.ndarray:
+    """The aorta of an unenhanced CT in the mediastinal box (see the module docstring).
+
+    ``region`` is the mediastinal space, ``tissue`` its soft tissue (above ``fat_hu_max``), ``heart`` the
+    heart, ``eso_disc`` the esophagus's fixed-size shape prior (placed first: its disc keeps the track
+    from running into the esophagus), ``spine`` the vertebral bodies' midline and front, ``eso_fit`` the
+    fitted esophagus (:func:`exact_ct.masks.esophagus.esophagus`; fitted here when not given).
+    """
+    empty = np.zeros_like(tissue)
+    if not tissue.any() or not spine.has.any():
+        return empty
+    spine = steady_spine(spine, spacing)
+    front = tissue & ~heart & ~eso_disc & ~spine.behind(tissue.shape[1])
+    chain = descending_track(front, spine, spacing, cfg)
+    if len(chain) * spacing[2] < 30.0:
+        return empty
+    fat = cfg.fat_hu_max
+    stop = ~region
+    fits, _ = recentre(hu, stop, chain, spacing, fat, cfg.aorta_radius_mm)
+    fits = extend(hu, stop, tissue, heart, fits, spacing, fat, cfg.aorta_step_mm)
+    mm = {z: (x / spacing[0], y / spacing[1], r) for z, (x, y, r) in fits.items()}
+    desc = _smooth_fill(mm)
+    out = tube_discs(desc, tissue.shape, spacing, pad=0.0) & tissue & ~heart
+    # Where the esophagus touches the aorta there is no edge between them: the voxels inside both
+    # fitted circles go to the one whose centre is nearer relative to its radius.
+    eso = (
+        eso_fit
+        if eso_fit is not None
+        else fit_esophagus(hu, region & ~heart, spine, np.zeros_like(region), spacing, cfg)
+    )
+    out &= ~(eso & ~_nearer(desc, eso, spacing))
+    # Arch: the thick core of the soft tissue connected to the descending centres (as in _aorta).
+    r_track = float(np.median([c[2] for c in chain.values()]))
+    core_r = cfg.aorta_core_ratio * r_track
+    d3 = ndimage.distance_transform_edt(front, sampling=spacing)
+    seeds = np.zeros_like(tissue)
+    for z, (cx, cy, _) in chain.items():
+        seeds[cx, cy, z] = True
+    # The arch rises above the descending limb's top by about its own curvature at most: the thick soft
+    # tissue higher up (prevertebral tissue and esophagus in the thoracic inlet) is not aorta.
+    below = np.arange(tissue.shape[2]) <= max(chain) + int(round(ARCH_ABOVE_MM / spacing[2]))
+    core = components_touching((d3 >= core_r) & below[None, None, :], seeds)
+    out |= dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & front
+    d2 = inplane_distance(front, spacing)
+    all_peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    asc = ascending_limb(core, all_peaks, d2, chain, spacing, cfg)
+    above = ascending_above_heart(front, heart, desc, spacing, cfg)
+    for limb in (asc, above):
+        if limb:
+            out |= tube_discs(limb, tissue.shape, spacing) & front
+    return out
