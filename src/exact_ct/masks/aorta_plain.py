@@ -282,15 +282,17 @@ def _nearer(chain: Chain, other: np.ndarray, spacing: Spacing) -> np.ndarray:
     return out
 
 
-def descending_track(front: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: IntensityConfig) -> Chain:
+def descending_track(
+    front: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: IntensityConfig, d2: np.ndarray | None = None
+) -> Chain:
     """Longest tube track of ``front``'s distance maxima seeded left-anterior of the vertebral body.
 
     As in the classical backend, but bridging up to ``MAX_MISSED`` slices where a neighbour touches.
     Tracks whose median lies less than half the expected offset left of the spine's midline are the
-    esophagus's, not the aorta's.
+    esophagus's, not the aorta's. ``d2``: ``front``'s in-plane distance map, if already computed.
     """
     r_min, r_max = cfg.aorta_radius_mm
-    d2 = inplane_distance(front, spacing)
+    d2 = inplane_distance(front, spacing) if d2 is None else d2
     peaks = (d2 >= r_min) & (d2 <= r_max) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
     has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     best: Chain = {}
@@ -401,7 +403,8 @@ def aorta_plain(
         return empty
     spine = steady_spine(spine, spacing)
     front = tissue & ~heart & ~eso_disc & ~spine.behind(tissue.shape[1])
-    chain = descending_track(front, spine, spacing, cfg)
+    d2 = inplane_distance(front, spacing)
+    chain = descending_track(front, spine, spacing, cfg, d2)
     if len(chain) * spacing[2] < 30.0:
         return empty
     fat = cfg.fat_hu_max
@@ -431,7 +434,6 @@ def aorta_plain(
     below = np.arange(tissue.shape[2]) <= max(chain) + int(round(ARCH_ABOVE_MM / spacing[2]))
     core = components_touching((d3 >= core_r) & below[None, None, :], seeds)
     out |= dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & front
-    d2 = inplane_distance(front, spacing)
     all_peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
     asc = ascending_limb(core, all_peaks, d2, chain, spacing, cfg)
     above = ascending_above_heart(front, heart, desc, spacing, cfg)
