@@ -35,6 +35,7 @@ from scipy import ndimage
 from exact_ct.masks.esophagus import esophagus as fit_esophagus
 from exact_ct.masks.esophagus import fit_circle
 from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance
+from exact_ct.masks.morph import ray_ends as _ray_ends
 from exact_ct.masks.vessels import (
     ABOVE_HEART_MM,
     ASCENDING_AHEAD_MAX_MM,
@@ -111,22 +112,10 @@ def ray_ends(
     spacing: Spacing,
     fat_hu: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary points (mm) around ``centre`` (mm) in one slice; rays without one within reach dropped.
-
-    A ray ends at the first sample darker than ``fat_hu``, denser than ``DENSE_HU`` or inside ``stop``
-    (lung, airway, outside the mediastinal space).
-    """
-    angles = np.linspace(0.0, 2 * np.pi, N_RAYS, endpoint=False)
-    steps = np.arange(RAY_STEP_MM, reach_mm + 1e-6, RAY_STEP_MM)
-    xs = centre[0] + np.cos(angles)[:, None] * steps
-    ys = centre[1] + np.sin(angles)[:, None] * steps
-    coords = np.stack([xs / spacing[0], ys / spacing[1]])
-    vals = ndimage.map_coordinates(hu, coords, order=1, mode="nearest")
-    blocked = ndimage.map_coordinates(stop.view(np.uint8), coords, order=0, mode="constant", cval=1) > 0
-    end = (vals < fat_hu) | (vals > DENSE_HU) | blocked
-    hit = end.any(axis=1)
-    r = steps[np.argmax(end, axis=1)] - 0.5 * RAY_STEP_MM
-    return centre[0] + np.cos(angles[hit]) * r[hit], centre[1] + np.sin(angles[hit]) * r[hit]
+    """Boundary points (mm) around ``centre`` (mm) in one slice along ``N_RAYS`` rays (:func:`morph.ray_ends`)."""
+    return _ray_ends(
+        hu, stop, centre, reach_mm, spacing, fat_hu, n_rays=N_RAYS, dense_hu=DENSE_HU, step_mm=RAY_STEP_MM
+    )
 
 
 def fit_free(

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from exact_ct.masks.morph import Spacing
+from exact_ct.masks.morph import ray_ends as _ray_ends
 from exact_ct.masks.vessels import CONTRAST_BLOOD_HU
 
 if TYPE_CHECKING:
@@ -73,26 +74,23 @@ def ray_ends(
     spacing: Spacing,
     fat_hu: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary points (mm) of the section around ``seed`` (mm) in one slice, along ``N_RAYS`` rays.
+    """Boundary points (mm) of the section around ``seed`` (mm) in one slice (:func:`morph.ray_ends`).
 
-    A ray ends at the first sample (linear interpolation) darker than ``fat_hu`` (beyond the lumen),
-    denser than ``DENSE_HU``, or inside ``stop`` (airway, outside the allowed space); a ray that finds no
-    such end within ``RAY_REACH_MM`` is dropped (it ran through a touching organ).
+    ``N_RAYS`` rays up to ``RAY_REACH_MM``; a dark sample within ``LUMEN_MM`` of the seed is the air
+    lumen, not the fat around the tube.
     """
-    angles = np.linspace(0.0, 2 * np.pi, N_RAYS, endpoint=False)
-    steps = np.arange(RAY_STEP_MM, RAY_REACH_MM + 1e-6, RAY_STEP_MM)
-    dx, dy = np.cos(angles)[:, None] * steps, np.sin(angles)[:, None] * steps
-    xs, ys = seed[0] + dx, seed[1] + dy  # mm, (ray, step)
-    coords = np.stack([xs / spacing[0], ys / spacing[1]])
-    vals = ndimage.map_coordinates(hu, coords, order=1, mode="nearest")
-    blocked = ndimage.map_coordinates(stop.view(np.uint8), coords, order=0, mode="constant", cval=1) > 0
-    end = ((vals < fat_hu) & (steps[None, :] > LUMEN_MM)) | (vals > DENSE_HU) | blocked
-    hit = end.any(axis=1)
-    first = np.argmax(end, axis=1)
-    # the boundary lies half a step before the first sample beyond it
-    r = steps[first] - 0.5 * RAY_STEP_MM
-    r = r[hit]
-    return seed[0] + np.cos(angles[hit]) * r, seed[1] + np.sin(angles[hit]) * r
+    return _ray_ends(
+        hu,
+        stop,
+        seed,
+        RAY_REACH_MM,
+        spacing,
+        fat_hu,
+        n_rays=N_RAYS,
+        dense_hu=DENSE_HU,
+        step_mm=RAY_STEP_MM,
+        skip_mm=LUMEN_MM,
+    )
 
 
 def fit_section(

@@ -196,3 +196,37 @@ def fill_small_holes_2d(mask: np.ndarray, max_voxels: float) -> np.ndarray:
         small[np.unique(edge)] = False  # background that reaches the slice border is no hole
     small[0] = False
     return mask | small[labels]
+
+
+def ray_ends(
+    hu: np.ndarray,
+    stop: np.ndarray,
+    centre: tuple[float, float],
+    reach_mm: float,
+    spacing: Spacing,
+    fat_hu: float,
+    *,
+    n_rays: int,
+    dense_hu: float,
+    step_mm: float = 0.5,
+    skip_mm: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary points (mm) of a soft-tissue section around ``centre`` (mm) in one slice, along rays.
+
+    Each of ``n_rays`` rays is sampled every ``step_mm`` (linear interpolation) and ends at the first
+    sample darker than ``fat_hu`` (beyond ``skip_mm``: a dark lumen near the centre is not the edge),
+    denser than ``dense_hu`` or inside ``stop``; the boundary lies half a step before it. A ray that finds
+    no end within ``reach_mm`` ran on through a touching organ of the same density and is dropped.
+    Used by the esophagus and the unenhanced aorta, whose sections touch each other without an edge.
+    """
+    angles = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    steps = np.arange(step_mm, reach_mm + 1e-6, step_mm)
+    xs = centre[0] + np.cos(angles)[:, None] * steps
+    ys = centre[1] + np.sin(angles)[:, None] * steps
+    coords = np.stack([xs / spacing[0], ys / spacing[1]])
+    vals = ndimage.map_coordinates(hu, coords, order=1, mode="nearest")
+    blocked = ndimage.map_coordinates(stop.view(np.uint8), coords, order=0, mode="constant", cval=1) > 0
+    end = ((vals < fat_hu) & (steps[None, :] > skip_mm)) | (vals > dense_hu) | blocked
+    hit = end.any(axis=1)
+    r = steps[np.argmax(end, axis=1)] - 0.5 * step_mm
+    return centre[0] + np.cos(angles[hit]) * r[hit], centre[1] + np.sin(angles[hit]) * r[hit]
