@@ -153,6 +153,32 @@ def fit_centre(
     return float(c[0]), float(c[1])
 
 
+def nearest_seed(
+    cand: np.ndarray,
+    spine_front: tuple[float, float],
+    prev: tuple[float, float] | None,
+    radius: float,
+    spacing: Spacing,
+) -> tuple[float, float] | None:
+    """The esophagus's seed (mm) in one slice: the ``cand`` voxel nearest to its expected centre.
+
+    Expected: ``radius + 4 mm`` in front of the vertebral body's front (``spine_front``: x centre and front
+    y, voxel indices), averaged with the centre of the slice above (``prev``, mm) as the tube drifts left
+    to the hiatus. None when no candidate lies within two radii of it.
+    """
+    ex, ey = spine_front[0] * spacing[0], spine_front[1] * spacing[1] + radius + 4.0
+    if prev is not None:
+        ex, ey = 0.5 * (ex + prev[0]), 0.5 * (ey + prev[1])
+    cx, cy = np.nonzero(cand)
+    if cx.size == 0:
+        return None
+    d2 = (cx * spacing[0] - ex) ** 2 + (cy * spacing[1] - ey) ** 2
+    i = int(np.argmin(d2))
+    if d2[i] > (2 * radius) ** 2:
+        return None
+    return float(cx[i] * spacing[0]), float(cy[i] * spacing[1])
+
+
 def fill_lumen(hu: np.ndarray, region: np.ndarray, airway: np.ndarray, spacing: Spacing) -> np.ndarray:
     """``hu`` with small enclosed air pockets (a hollow organ's lumen) and their rim set to soft tissue.
 
@@ -220,15 +246,9 @@ def esophagus(
     fits: dict[int, tuple[float, float, float]] = {}
     prev: tuple[float, float] | None = None
     for z in np.flatnonzero(cand.any(axis=(0, 1)) & has)[::-1]:
-        ex, ey = x_c[z] * spacing[0], y_f[z] * spacing[1] + r0 + 4.0
-        if prev is not None:
-            ex, ey = 0.5 * (ex + prev[0]), 0.5 * (ey + prev[1])
-        cx, cy = np.nonzero(cand[:, :, z])
-        d2 = (cx * spacing[0] - ex) ** 2 + (cy * spacing[1] - ey) ** 2
-        i = int(np.argmin(d2))
-        if d2[i] > (2 * r0) ** 2:
+        seed = nearest_seed(cand[:, :, z], (x_c[z], y_f[z]), prev, r0, spacing)
+        if seed is None:
             continue
-        seed = (float(cx[i] * spacing[0]), float(cy[i] * spacing[1]))
         fit = fit_section(hu[:, :, z], stop[:, :, z], seed, spacing, cfg.fat_hu_max)
         if fit is None:
             fit = (seed[0], seed[1], r0)

@@ -17,6 +17,7 @@ from exact_ct.masks.airway import airway_with_wall, extend_main_bronchi
 from exact_ct.masks.aorta_plain import aorta_plain
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.esophagus import esophagus as fit_esophagus
+from exact_ct.masks.esophagus import nearest_seed
 from exact_ct.masks.morph import (
     Spacing,
     between,
@@ -702,15 +703,10 @@ def _esophagus(
     gy = np.arange(region.shape[1])[None, :] * spacing[1]
     prev: tuple[float, float] | None = None
     for z in np.flatnonzero(cand.any(axis=(0, 1)) & has)[::-1]:
-        ex, ey = x_c[z] * spacing[0], y_f[z] * spacing[1] + r + 4.0
-        if prev is not None:
-            ex, ey = 0.5 * (ex + prev[0]), 0.5 * (ey + prev[1])
-        cx, cy = np.nonzero(cand[:, :, z])
-        d2 = (cx * spacing[0] - ex) ** 2 + (cy * spacing[1] - ey) ** 2
-        i = int(np.argmin(d2))
-        if d2[i] > (2 * r) ** 2:
+        seed = nearest_seed(cand[:, :, z], (x_c[z], y_f[z]), prev, r, spacing)
+        if seed is None:
             continue
-        px, py = cx[i] * spacing[0], cy[i] * spacing[1]
+        px, py = seed
         disc = (gx - px) ** 2 + (gy - py) ** 2 <= r * r
         sl = disc & cand[:, :, z]
         if sl.any():
