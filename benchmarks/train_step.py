@@ -57,7 +57,8 @@ def main() -> int:
     if args.quick:
         size, args.steps, args.studies = (32, 24, 24), 6, 4
         profile = dataclasses.replace(
-            profile, network=dataclasses.replace(profile.network, channels=(4, 8, 16))
+            profile,
+            network=dataclasses.replace(profile.network, channels=(4, 8, 16), organ_deep_supervision=1),
         )
     if args.from_disk:
         profile = dataclasses.replace(profile, cache_in_memory=False)

@@ -46,6 +46,7 @@ def _tiny_workspace(tmp_path: Path) -> Path:
     train = params["train"]["profiles"]["cpu-demo"]
     train["epochs"], train["pseudo_mask_epochs"] = 1, 1
     train["network"]["channels"] = [4, 8, 16]
+    train["network"]["organ_deep_supervision"] = 1
     params["evaluate"]["bootstrap"] = 20
     with open(params_path, "w") as f:
         yaml.dump(params, f)

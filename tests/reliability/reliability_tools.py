@@ -81,6 +81,7 @@ def tiny_workspace(tmp_path: Path, batches: dict[str, int] | None = None, *, epo
     train = params["train"]["profiles"]["cpu-demo"]
     train["epochs"], train["pseudo_mask_epochs"] = epochs, epochs
     train["network"]["channels"] = [4, 8, 16]
+    train["network"]["organ_deep_supervision"] = 1
     train["checkpoint_every_steps"] = 1
     params["evaluate"]["bootstrap"] = 20
     with open(params_path, "w") as f:

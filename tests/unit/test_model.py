@@ -9,6 +9,7 @@ import torch
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.losses import (
     LossConfig,
+    OrganLoss,
     apply_uncertain_policy,
     organ_loss_weight,
     pos_weight_from_labels,
@@ -218,3 +219,34 @@ def test_pooling_on_logits_confines_and_gives_negative_bags_a_gradient() -> None
     assert start.grad is not None and start.grad.abs().max() == pytest.approx(0.018, abs=2e-3)
     assert pool.pool_input(torch.zeros(1)).item() == 0.0
     assert OrganConfinedMILPool().pool_input(torch.zeros(1)).item() == 0.5
+
+
+def test_deep_supervision_heads_give_coarser_organ_logits_and_train() -> None:
+    torch.manual_seed(0)
+    net = ExactNet(NetworkConfig(channels=(4, 8, 16), organ_deep_supervision=1))
+    out = net(torch.randn(1, 1, 16, 16, 8))
+    assert [tuple(t.shape) for t in out.organ_logits_deep] == [(1, NUM_ORGAN_CLASSES, 8, 8, 4)]
+    assert ExactNet(TINY)(torch.randn(1, 1, 8, 8, 8)).organ_logits_deep == ()
+    labels = torch.from_numpy(two_lung_organs((16, 16, 8)).astype(np.int64))[None, None]
+    loss = OrganLoss()(out.organ_logits, labels, out.organ_logits_deep)
+    loss.backward()
+    assert net.organ_heads_deep[0].conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="organ_deep_supervision"):
+        NetworkConfig(channels=(4, 8, 16), organ_deep_supervision=2)
+
+
+def test_organ_loss_deep_terms_are_weighted_means_of_each_scale() -> None:
+    # Perfect full-resolution logits and uninformative coarse ones: the deep term (weight 1/2, then all
+    # weights normalised) raises the loss; a perfect coarse head brings it back to about the
+    # full-resolution loss alone.
+    labels = torch.from_numpy(two_lung_organs((8, 8, 8)).astype(np.int64))[None, None]
+    perfect = 20.0 * one_hot(labels[0, 0].numpy())
+    small = torch.nn.functional.interpolate(labels.float(), size=(4, 4, 4), mode="nearest").long()
+    perfect_small = 20.0 * one_hot(small[0, 0].numpy())
+    loss = OrganLoss()
+    alone = float(loss(perfect, labels))
+    with_bad = float(loss(perfect, labels, (torch.zeros(1, NUM_ORGAN_CLASSES, 4, 4, 4),)))
+    with_good = float(loss(perfect, labels, (perfect_small,)))
+    assert with_bad > alone + 0.1
+    assert with_bad > with_good + 0.1
+    assert with_good == pytest.approx(alone, abs=0.03)

@@ -119,6 +119,21 @@ class OrganLoss(nn.Module):
 
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """``logits`` (B, 10, *S); ``labels`` (B, 1, *S) integer organ ids."""
-        return self.loss(logits.float(), labels.long())
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, deep: tuple[torch.Tensor, ...] = ()
+    ) -> torch.Tensor:
+        """``logits`` (B, 10, *S); ``labels`` (B, 1, *S) integer organ ids.
+
+        ``deep``: logits of the deep-supervision heads at 1/2, 1/4, ... resolution; each is scored
+        against the labels taken at its scale (nearest neighbour) with weight 1/2, 1/4, ..., and the
+        weights are normalised to sum to 1 (as nnU-Net does).
+        """
+        loss = self.loss(logits.float(), labels.long())
+        if not deep:
+            return loss
+        weights = [0.5**k for k in range(len(deep) + 1)]
+        total = weights[0] * loss
+        for w, d in zip(weights[1:], deep, strict=True):
+            small = nn.functional.interpolate(labels.float(), size=tuple(d.shape[2:]), mode="nearest")
+            total = total + w * self.loss(d.float(), small.long())
+        return total / sum(weights)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
@@ -20,11 +20,14 @@ class NetworkOutput:
         organ_logits: (B, 10, X, Y, Z) organ class logits at full resolution.
         anomaly_logits_full: (B, 18, X, Y, Z) anomaly map logits at full resolution.
         anomaly_logits_half: (B, 18, X/2, Y/2, Z/2) anomaly map logits at half resolution.
+        organ_logits_deep: organ logits at half, quarter, ... resolution (deep supervision heads;
+            empty unless ``network.organ_deep_supervision`` > 0).
     """
 
     organ_logits: torch.Tensor
     anomaly_logits_full: torch.Tensor
     anomaly_logits_half: torch.Tensor
+    organ_logits_deep: tuple[torch.Tensor, ...] = field(default_factory=tuple)
 
 
 def _block(cfg: NetworkConfig, cin: int, cout: int, strides: int = 1) -> nn.Module:
@@ -77,6 +80,12 @@ class ExactNet(nn.Module):
         self.anomaly_up = nn.ModuleList([_up(ano[i + 1], ano[i]) for i in range(n - 1)])
         self.anomaly_dec = nn.ModuleList([_block(cfg, ano[i] + 2 * enc[i], ano[i]) for i in range(n - 1)])
         self.organ_head = Convolution(3, enc[0], NUM_ORGAN_CLASSES, kernel_size=1, conv_only=True)
+        self.organ_heads_deep = nn.ModuleList(
+            [
+                Convolution(3, enc[i], NUM_ORGAN_CLASSES, kernel_size=1, conv_only=True)
+                for i in range(1, 1 + cfg.organ_deep_supervision)
+            ]
+        )
         self.anomaly_head_full = Convolution(3, ano[0], len(ABNORMALITIES), kernel_size=1, conv_only=True)
         self.anomaly_head_half = Convolution(3, ano[1], len(ABNORMALITIES), kernel_size=1, conv_only=True)
         # Start the anomaly maps low (sigmoid ~0.02): most voxels are normal, and top-k pooling of maps
@@ -111,6 +120,7 @@ class ExactNet(nn.Module):
             organ_logits=self.organ_head(organ_feats[0]),
             anomaly_logits_full=self.anomaly_head_full(a),
             anomaly_logits_half=self.anomaly_head_half(half),
+            organ_logits_deep=tuple(head(organ_feats[i + 1]) for i, head in enumerate(self.organ_heads_deep)),
         )
 
 

@@ -181,7 +181,7 @@ def step_losses(
     l_cls = weighted_bce(p_full, targets, mask, pos_weight) + profile.loss.half_scale_weight * weighted_bce(
         p_half, targets, mask, pos_weight
     )
-    l_org = organ_loss(out.organ_logits, organs)
+    l_org = organ_loss(out.organ_logits, organs, out.organ_logits_deep)
     return l_cls + w_org * l_org, l_cls, l_org
 
 
