@@ -241,7 +241,7 @@ def test_organ_loss_deep_terms_are_weighted_means_of_each_scale() -> None:
     # full-resolution loss alone.
     labels = torch.from_numpy(two_lung_organs((8, 8, 8)).astype(np.int64))[None, None]
     perfect = 20.0 * one_hot(labels[0, 0].numpy())
-    small = torch.nn.functional.interpolate(labels.float(), size=(4, 4, 4), mode="nearest").long()
+    small = torch.nn.functional.interpolate(labels.float(), size=(4, 4, 4), mode="nearest-exact").long()
     perfect_small = 20.0 * one_hot(small[0, 0].numpy())
     loss = OrganLoss()
     alone = float(loss(perfect, labels))

@@ -115,25 +115,21 @@ class OrganLoss(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from monai.losses import DiceCELoss
+        from monai.losses import DeepSupervisionLoss, DiceCELoss
 
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True)
+        self.deep = DeepSupervisionLoss(self.loss, weight_mode="exp")
 
     def forward(
         self, logits: torch.Tensor, labels: torch.Tensor, deep: tuple[torch.Tensor, ...] = ()
     ) -> torch.Tensor:
         """``logits`` (B, 10, *S); ``labels`` (B, 1, *S) integer organ ids.
 
-        ``deep``: logits of the deep-supervision heads at 1/2, 1/4, ... resolution; each is scored
-        against the labels taken at its scale (nearest neighbour) with weight 1/2, 1/4, ..., and the
-        weights are normalised to sum to 1 (as nnU-Net does).
+        ``deep``: logits of the deep-supervision heads at 1/2, 1/4, ... resolution, scored by
+        ``monai.losses.DeepSupervisionLoss`` (labels taken at each scale by nearest neighbour, weights
+        1, 1/2, 1/4, ...), divided by the sum of the weights (as nnU-Net normalises them).
         """
-        loss = self.loss(logits.float(), labels.long())
         if not deep:
-            return loss
-        weights = [0.5**k for k in range(len(deep) + 1)]
-        total = weights[0] * loss
-        for w, d in zip(weights[1:], deep, strict=True):
-            small = nn.functional.interpolate(labels.float(), size=tuple(d.shape[2:]), mode="nearest")
-            total = total + w * self.loss(d.float(), small.long())
-        return total / sum(weights)
+            return self.loss(logits.float(), labels.long())
+        levels = [logits, *deep]
+        return self.deep(levels, labels.float()) / sum(self.deep.get_weights(len(levels)))
