@@ -190,6 +190,17 @@ def test_regex_prefilter_factors_are_necessary() -> None:
             "Peribronchial thickening",
         ),
         ("Linear density increases are observed in the lingula.", "Lung opacity"),
+        # linear densities are opacities even when called sequelae (the sequela label stays too)
+        ("Linear sequelae densities in the right middle lobe.", "Lung opacity"),
+        ("Linear sequelae densities in the right middle lobe.", "Pulmonary fibrotic sequela"),
+        ("Subpleural linear band appearances in both lower lobes.", "Pulmonary fibrotic sequela"),
+        # interstitial thickening and septal "clarification" (a translation of prominence) are septal
+        ("Interstitial thickening in both lower lobes.", "Interlobular septal thickening"),
+        ("Interlobular septal clarification in both lung bases.", "Interlobular septal thickening"),
+        (
+            "Thickening of the peribronchovascular interstitium in the lower lobes.",
+            "Interlobular septal thickening",
+        ),
     ],
 )
 def test_ctrate_synonyms(labeller: ReportLabeller, text: str, expected: str) -> None:
@@ -231,6 +242,22 @@ def test_denies_negates_and_context_ignores_sentences_without_targets(labeller: 
         (
             "Ground-glass areas extending along the peribronchial area and interlobular septal thickenings.",
             {"Lung opacity": 1, "Interlobular septal thickening": 1},
+        ),
+        # a liver segment is not a lung segment
+        ("A 14 mm nodular lesion in the posterior segment of the right lobe of the liver.", {}),
+        # lymph node stations name a place, not a node; a node at the spleen hilum is abdominal
+        ("The mediastinal lymph node stations were reviewed one by one.", {}),
+        ("A 15 mm soft tissue lesion at the spleen hilum (lymph node?).", {}),
+        # "treated for X," introduces X only: the finding after the comma is this study's
+        (
+            "In a patient treated for pneumonia, ground-glass densities in both lungs.",
+            {"Lung opacity": 1},
+        ),
+        ("Treated for pneumonia with ground-glass densities in both lungs.", {}),
+        # the comma does not end a negation list
+        (
+            "No pleural effusion, pericardial effusion or consolidation.",
+            {"Pleural effusion": 0, "Pericardial effusion": 0, "Consolidation": 0},
         ),
         # "full regression" denies the finding
         ("The consolidation described previously shows full regression.", {"Consolidation": 0}),

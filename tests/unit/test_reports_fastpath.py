@@ -38,6 +38,7 @@ TRICKY = [
     "Pleural effusion with thickening \u212a on the left. Atelectatic bands bilaterally?",
     'IMPRESSION: " Bronchiectatic changes " Mosaic attenuation pattern " No hiatal hernia "',
     "FINDINGS: Septal thickening and crazy paving; peribronchial thickening. Sternotomy wires.",
+    "In a patient treated for pneumonia, ground-glass densities, effusion; evaluate for nodule, effusion.",
     "",
     "   \n\n  ",
 ]

@@ -99,6 +99,20 @@ def _doc_text(doc: Any) -> str:
     return text if text is not None else doc.text
 
 
+def _context_rule(cls: Any, raw: dict[str, Any]) -> Any:
+    """``ConTextRule.from_dict`` plus ``terminated_by`` (a ConTextRule argument its ``from_dict`` rejects).
+
+    ``terminated_by`` lists modifier categories that end this rule's scope, e.g. a clause break (comma)
+    that ends "treated for pneumonia" before the next finding but leaves negation lists alone.
+    """
+    rule_dict = dict(raw)
+    terminated_by = rule_dict.pop("terminated_by", None)
+    rule = cls.from_dict(rule_dict)
+    if terminated_by:
+        rule.terminated_by = {str(c).upper() for c in terminated_by}
+    return rule
+
+
 def build_nlp(rules: RuleSet, fast: bool = True) -> tuple[Any, dict[str, TargetMeta]]:
     """Return (nlp, metadata by target rule id) for the fast radiology pipeline.
 
@@ -137,7 +151,7 @@ def build_nlp(rules: RuleSet, fast: bool = True) -> tuple[Any, dict[str, TargetM
     context: Any = nlp.add_pipe(
         "medspacy_context", config={"rules": None, "input_span_type": "group", "span_group_name": SPAN_GROUP}
     )
-    context.add([ConTextRule.from_dict(dict(r)) for r in rules.context])
+    context.add([_context_rule(ConTextRule, r) for r in rules.context])
     if fast:
         speed_up(sectionizer, "_Sectionizer__matcher")
         speed_up(matcher, "_TargetMatcher__matcher")
