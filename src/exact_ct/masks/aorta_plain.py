@@ -48,6 +48,7 @@ from exact_ct.masks.vessels import (
     Chain,
     SlicePeaks,
     ascending_limb,
+    root_extension,
     track_tube,
     tube_discs,
 )
@@ -429,4 +430,8 @@ def aorta_plain(
     for limb in (asc, above):
         if limb:
             out |= tube_discs(limb, tissue.shape, spacing) & front
+    # The root inside the heart's outline: no edge there, so the tube is continued (heart included).
+    limb = asc if asc and (not above or min(asc) <= min(above)) else above
+    root = root_extension(limb, cfg.aortic_root_mm, spacing)
+    out |= tube_discs(root, tissue.shape, spacing, pad=0.0) & (front | heart)
     return out

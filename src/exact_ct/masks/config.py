@@ -46,6 +46,7 @@ class IntensityConfig:
     aorta_search_mm: float = 30.0  # how far from that point the descending aorta may be
     aorta_step_mm: float = 8.0  # largest in-plane shift of the centre from one slice to the next
     aorta_core_ratio: float = 0.6  # 3-D core of the tube (distance >= ratio x radius) links the arch
+    aortic_root_mm: float = 20.0  # unenhanced CT: the ascending tube continued this far into the heart (root)
     esophagus_radius_mm: float = 8.0
     prevertebral_mm: float = 5.0  # ligament and fascia in front of the vertebral bodies: not mediastinum
 

@@ -168,6 +168,7 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
             eso_fit = fit_esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
             aorta[box] = aorta_plain(hu_b, region_b, tissue, heart_b, eso_b, spine_b, spacing, cfg, eso_fit)
             esophagus[box] = eso_fit & ~aorta[box]
+            heart &= ~aorta  # the aortic root, continued inside the heart's outline
     # Above the mediastinal space (the neck) the esophagus lies directly behind the trachea.
     esophagus |= _esophagus_neck(hu, esophagus, airway, body & ~bone_filled, spacing, cfg)
     if not aorta.any() and (blood_hu is None or blood_hu < CONTRAST_BLOOD_HU):

@@ -206,6 +206,40 @@ def _smooth(chain: Chain, size: int = 5) -> Chain:
     return {z: (int(round(x)), int(round(y)), float(r)) for z, x, y, r in zip(zs, *cols, strict=True)}
 
 
+def root_extension(chain: Chain, length_mm: float, spacing: Spacing, fit_mm: float = 15.0) -> Chain:
+    """The aortic root: the ascending tube continued ``length_mm`` below its lowest tracked slice.
+
+    In unenhanced CT the ascending aorta's track ends where the tube enters the heart's outline (blood,
+    myocardium and the atria have one density, so there is no edge), while the root runs on inside the
+    outline down to the aortic valve. (With contrast the track runs on inside the outline until the
+    lumen opens into the left ventricle's blood, i.e. to the valve: no extension there.) Its centre follows the straight line fitted to the track's lowest
+    ``fit_mm`` (in-plane slope at most 1 mm per mm), its radius the median radius there.
+    """
+    if not chain or length_mm <= 0:
+        return {}
+    zs = sorted(chain)
+    low = [z for z in zs if (z - zs[0]) * spacing[2] <= fit_mm]
+    xyz = np.array([(chain[z][0] * spacing[0], chain[z][1] * spacing[1], z * spacing[2]) for z in low])
+    radius = float(np.median([chain[z][2] for z in low]))
+    slope = np.zeros(2)
+    if len(low) >= 3:
+        slope = np.polyfit(xyz[:, 2], xyz[:, :2], 1)[0]
+        slope = np.clip(slope, -1.0, 1.0)
+    x0, y0, z0 = xyz[0]
+    out: Chain = {}
+    for k in range(1, int(round(length_mm / spacing[2])) + 1):
+        z = zs[0] - k
+        if z < 0:
+            break
+        dz = z * spacing[2] - z0
+        out[z] = (
+            int(round((x0 + slope[0] * dz) / spacing[0])),
+            int(round((y0 + slope[1] * dz) / spacing[1])),
+            radius,
+        )
+    return out
+
+
 def _fill_gaps(chain: Chain) -> Chain:
     """Centre and radius interpolated linearly in the slices a track bridged."""
     zs = np.array(sorted(chain))
