@@ -48,6 +48,7 @@ class IntensityConfig:
     aorta_core_ratio: float = 0.6  # 3-D core of the tube (distance >= ratio x radius) links the arch
     aortic_root_mm: float = 20.0  # unenhanced CT: the ascending tube continued this far into the heart (root)
     esophagus_radius_mm: float = 8.0
+    esophagus_split_aorta: bool = True  # contrast CT: the aorta's soft tissue split with the esophagus
     prevertebral_mm: float = 5.0  # ligament and fascia in front of the vertebral bodies: not mediastinum
 
 

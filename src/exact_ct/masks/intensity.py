@@ -32,6 +32,7 @@ from exact_ct.masks.morph import (
     fill_small_holes_2d,
     label_sums,
     largest_component,
+    nearer_to_first,
     upsample_labels,
 )
 from exact_ct.masks.vessels import (
@@ -155,9 +156,21 @@ def _organs(hu: np.ndarray, body: np.ndarray, spacing: Spacing, cfg: IntensityCo
             heart_b = heart[box]
             # The esophagus is fitted outside the aorta's section, thrombus included (its soft tissue
             # bounds the fit: taking it back cost aorta_report's thrombosed aorta 0.005 Dice).
-            esophagus[box] = fit_esophagus(
-                hu_b, region_b & ~heart_b & ~aorta[box], spine_b, airway_b, spacing, cfg
-            )
+            if cfg.esophagus_split_aorta:
+                # The aorta's soft-tissue section (grown round the lumen for a thrombus) also takes the
+                # esophagus where the two touch: the esophagus is fitted with that tissue allowed and the
+                # overlap is split by the nearer section (relative to its size).
+                aorta_b = aorta[box]
+                eso_b = fit_esophagus(
+                    hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg, aorta=aorta_b
+                )
+                eso_b &= ~(aorta_b & ~nearer_to_first(eso_b, aorta_b, spacing))
+                esophagus[box] = eso_b
+                aorta[box] = aorta_b & ~eso_b
+            else:
+                esophagus[box] = fit_esophagus(
+                    hu_b, region_b & ~heart_b & ~aorta[box], spine_b, airway_b, spacing, cfg
+                )
         else:
             # Unenhanced blood has the density of the heart, the esophagus and the paravertebral
             # muscle: the aorta is a tracked round section in front of the vertebral bodies, re-centred

@@ -230,3 +230,31 @@ def ray_ends(
     hit = end.any(axis=1)
     r = steps[np.argmax(end, axis=1)] - 0.5 * step_mm
     return centre[0] + np.cos(angles[hit]) * r[hit], centre[1] + np.sin(angles[hit]) * r[hit]
+
+
+def nearer_to_first(first: np.ndarray, second: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """Of the voxels in both masks, those nearer (relative to the section's size) to ``first``'s section.
+
+    Two round sections that touch without an edge (unenhanced aorta and esophagus, an aorta's soft tissue
+    and the esophagus) overlap when each is fitted on its own. Per axial slice, each overlap voxel is
+    compared with the two sections it lies in (the 2-D components containing it): its distance to a
+    section's centroid divided by that section's equal-area radius; ties go to ``first``.
+    """
+    out = np.zeros(first.shape, dtype=bool)
+    both = first & second
+    gx = np.arange(first.shape[0])[:, None] * spacing[0]
+    gy = np.arange(first.shape[1])[None, :] * spacing[1]
+    for z in np.flatnonzero(both.any(axis=(0, 1))):
+        norm = []
+        for mask in (first[:, :, z], second[:, :, z]):
+            labels, _ = ndimage.label(mask)
+            ids = np.unique(labels[both[:, :, z]])
+            d = np.full(mask.shape, np.inf)
+            for i in ids[ids > 0]:
+                px, py = np.nonzero(labels == i)
+                r = float(np.sqrt(px.size * spacing[0] * spacing[1] / np.pi))
+                di = np.hypot(gx - px.mean() * spacing[0], gy - py.mean() * spacing[1]) / r
+                d = np.where(labels == i, di, d)
+            norm.append(d)
+        out[:, :, z] = both[:, :, z] & (norm[0] <= norm[1])
+    return out
