@@ -50,6 +50,30 @@ def test_spine_is_the_long_bone_between_the_lungs() -> None:
     assert spine[19, 3, 10] and not spine[0, 0, 10]
 
 
+def test_spine_is_not_a_thin_posterior_line() -> None:
+    # Synthetic study 24: spinous process tips cut off by the field of view form a thin, long, midline
+    # line behind the column; taken as the spine, it sent the aorta's search onto the vertebral body.
+    shape = (40, 30, 20)
+    lung_l = np.zeros(shape, dtype=bool)
+    lung_r = np.zeros(shape, dtype=bool)
+    lung_l[2:15, 5:25] = True
+    lung_r[25:38, 5:25] = True
+    bone = np.zeros(shape, dtype=bool)
+    bone[17:23, 4:10] = True  # vertebral column
+    bone[19:21, 1] = True  # thin line, 2 voxels per slice, further back, just as long
+    spine = _spine(bone, lung_l, lung_r)
+    assert spine[19, 6, 10] and not spine[19, 1, 10]
+
+
+def test_contrast_aorta_not_on_the_vertebral_body() -> None:
+    from exact_ct.synth import render_study
+
+    study = render_study(24, seed=20260427)
+    labels = segment(study.hu, study.affine)
+    # measured 0.80 (0.00 before: the whole descending track ran on the vertebral body)
+    assert dice(labels == AORTA, study.organs == AORTA) >= 0.7
+
+
 def test_tube_track_stops_where_the_tube_opens_into_a_chamber() -> None:
     spacing = (3.0, 3.0, 3.0)
     x, y, z = np.meshgrid(*(np.arange(n) * 3.0 for n in (40, 40, 30)), indexing="ij")

@@ -54,6 +54,8 @@ _CROSS_2D = ndimage.generate_binary_structure(2, 1)
 _CROSS_3D = ndimage.generate_binary_structure(3, 1)
 #: Spinous process tip to vertebral body front of an adult thoracic vertebra is at most about this.
 _VERTEBRA_DEPTH_MM = 90.0
+#: A long bone component is the vertebral column only if it holds at least this share of the largest one's voxels.
+SPINE_MIN_SHARE = 0.25
 
 
 def segment(hu: np.ndarray, affine: np.ndarray, cfg: IntensityConfig | None = None) -> np.ndarray:
@@ -587,7 +589,8 @@ def _spine(bone: np.ndarray, lung_l: np.ndarray, lung_r: np.ndarray) -> np.ndarr
     Long = spanning at least half of the lungs' z range (ribs are short in z); most posterior by mean y
     (RAS+: small y is posterior), so that a long sternum or a contrast-filled vessel is never taken.
     Only components whose mean x lies between the two lungs' centres count: in a crop the cut ends of
-    ribs or a scapula at the lateral edge can be long and more posterior than the spine.
+    ribs or a scapula at the lateral edge can be long and more posterior than the spine; and only those
+    of at least ``SPINE_MIN_SHARE`` of the largest such component's volume.
     """
     lungs = lung_l | lung_r
     zs = lungs.any(axis=(0, 1))
@@ -608,6 +611,10 @@ def _spine(bone: np.ndarray, lung_l: np.ndarray, lung_r: np.ndarray) -> np.ndarr
         inner = (x_mean > min(x_l, x_r)) & (x_mean < max(x_l, x_r))
         if inner.any():
             long_ = long_[inner]
+    # A thin posterior line (spinous process tips cut off by the field of view, or skin-level dense
+    # material) can be long and more posterior than the spine: components under a quarter of the largest
+    # long one's volume are not the column.
+    long_ = long_[count[long_] >= SPINE_MIN_SHARE * count[long_].max()]
     y_mean = y_sum[long_] / np.maximum(count[long_], 1)
     return labels == long_[int(np.argmin(y_mean))]
 
