@@ -165,7 +165,9 @@ def aorta_enhanced(
     more = _continue_down(outer, peaks & near, d2, spacing, cfg.aorta_step_mm)
     if more:
         outer = _fill_gaps({**_recentre(more, d_vessel, spacing), **outer})
-    out = tube_discs(_smooth(outer), d2.shape, spacing) & vessel
+    # (the lumen as well: where the heart's regrowth took the descending aorta it touches, the vessel's
+    # soft tissue excludes it; synthetic study 29 lost the lower descending aorta that way)
+    out = tube_discs(_smooth(outer), d2.shape, spacing) & (vessel | lumen)
     # Arch: the thick core of the lumen above the level where the limbs part, connected to the track's
     # upper part. Great vessels (radius < 0.6x the aorta's) have no core and stay out.
     z_top = max(chain)
