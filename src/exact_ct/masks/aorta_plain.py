@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from exact_ct.masks.esophagus import esophagus as fit_esophagus
 from exact_ct.masks.esophagus import fit_circle
-from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance
+from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance, nearer_to_first
 from exact_ct.masks.morph import ray_ends as _ray_ends
 from exact_ct.masks.vessels import (
     ABOVE_HEART_MM,
@@ -252,26 +252,6 @@ def extend(
     return out
 
 
-def _nearer(chain: Chain, other: np.ndarray, spacing: Spacing) -> np.ndarray:
-    """Voxels nearer (relative to the radius) to the tube's centre than to ``other``'s in-slice centroid.
-
-    ``other`` (a round section per slice) is represented by its centroid and equal-area radius.
-    """
-    out = np.zeros(other.shape, dtype=bool)
-    gx = np.arange(other.shape[0])[:, None] * spacing[0]
-    gy = np.arange(other.shape[1])[None, :] * spacing[1]
-    for z, (cx, cy, r) in chain.items():
-        ox, oy = np.nonzero(other[:, :, z])
-        if ox.size == 0:
-            out[:, :, z] = True
-            continue
-        r_o = float(np.sqrt(ox.size * spacing[0] * spacing[1] / np.pi))
-        d_a = np.hypot(gx - cx * spacing[0], gy - cy * spacing[1]) / r
-        d_o = np.hypot(gx - ox.mean() * spacing[0], gy - oy.mean() * spacing[1]) / r_o
-        out[:, :, z] = d_a <= d_o
-    return out
-
-
 def descending_track(
     front: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: IntensityConfig, d2: np.ndarray | None = None
 ) -> Chain:
@@ -411,7 +391,7 @@ def aorta_plain(
         if eso_fit is not None
         else fit_esophagus(hu, region & ~heart, spine, np.zeros_like(region), spacing, cfg)
     )
-    out &= ~(eso & ~_nearer(desc, eso, spacing))
+    out &= ~(eso & ~nearer_to_first(out, eso, spacing))
     # Arch: the thick core of the soft tissue connected to the descending centres (as in _aorta).
     r_track = float(np.median([c[2] for c in chain.values()]))
     core_r = cfg.aorta_core_ratio * r_track

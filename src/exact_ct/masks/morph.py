@@ -236,25 +236,29 @@ def nearer_to_first(first: np.ndarray, second: np.ndarray, spacing: Spacing) -> 
     """Of the voxels in both masks, those nearer (relative to the section's size) to ``first``'s section.
 
     Two round sections that touch without an edge (unenhanced aorta and esophagus, an aorta's soft tissue
-    and the esophagus) overlap when each is fitted on its own. Per axial slice, each overlap voxel is
-    compared with the two sections it lies in (the 2-D components containing it): its distance to a
+    and the esophagus) overlap when each is fitted on its own. Each overlap voxel is compared with the
+    two in-slice sections it lies in (2-D components, :data:`SLICE_STRUCTURE`): its distance to a
     section's centroid divided by that section's equal-area radius; ties go to ``first``.
     """
-    out = np.zeros(first.shape, dtype=bool)
     both = first & second
-    gx = np.arange(first.shape[0])[:, None] * spacing[0]
-    gy = np.arange(first.shape[1])[None, :] * spacing[1]
-    for z in np.flatnonzero(both.any(axis=(0, 1))):
-        norm = []
-        for mask in (first[:, :, z], second[:, :, z]):
-            labels, _ = ndimage.label(mask)
-            ids = np.unique(labels[both[:, :, z]])
-            d = np.full(mask.shape, np.inf)
-            for i in ids[ids > 0]:
-                px, py = np.nonzero(labels == i)
-                r = float(np.sqrt(px.size * spacing[0] * spacing[1] / np.pi))
-                di = np.hypot(gx - px.mean() * spacing[0], gy - py.mean() * spacing[1]) / r
-                d = np.where(labels == i, di, d)
-            norm.append(d)
-        out[:, :, z] = both[:, :, z] & (norm[0] <= norm[1])
+    if not both.any():
+        return both
+    vx, vy, _ = np.nonzero(both)
+    norm = []
+    for mask in (first, second):
+        labels, n = ndimage.label(mask, structure=SLICE_STRUCTURE)
+        count = np.maximum(label_sums(labels, n), 1.0)
+        cx = (
+            label_sums(labels, n, np.broadcast_to(np.arange(mask.shape[0])[:, None, None], mask.shape))
+            / count
+        )
+        cy = (
+            label_sums(labels, n, np.broadcast_to(np.arange(mask.shape[1])[None, :, None], mask.shape))
+            / count
+        )
+        radius = np.sqrt(count * spacing[0] * spacing[1] / np.pi)
+        lab = labels[both]
+        norm.append(np.hypot((vx - cx[lab]) * spacing[0], (vy - cy[lab]) * spacing[1]) / radius[lab])
+    out = np.zeros_like(both)
+    out[both] = norm[0] <= norm[1]
     return out

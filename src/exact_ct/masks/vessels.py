@@ -232,8 +232,9 @@ def root_extension(chain: Chain, length_mm: float, spacing: Spacing, fit_mm: flo
     In unenhanced CT the ascending aorta's track ends where the tube enters the heart's outline (blood,
     myocardium and the atria have one density, so there is no edge), while the root runs on inside the
     outline down to the aortic valve. (With contrast the track runs on inside the outline until the
-    lumen opens into the left ventricle's blood, i.e. to the valve: no extension there.) Its centre follows the straight line fitted to the track's lowest
-    ``fit_mm`` (in-plane slope at most 1 mm per mm), its radius the median radius there.
+    lumen opens into the left ventricle's blood, i.e. to the valve: no extension there.) Its centre
+    follows the straight line fitted to the track's lowest ``fit_mm`` (in-plane slope at most 1 mm per
+    mm), its radius the median radius there.
     """
     if not chain or length_mm <= 0:
         return {}
