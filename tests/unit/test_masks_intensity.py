@@ -145,6 +145,24 @@ def test_spine_front_walks_through_the_vertebral_body_not_into_blood() -> None:
     assert behind.shape == (1, 60, 12) and behind[0, 18, 0] and not behind[0, 19, 0]
 
 
+def test_spine_front_ignores_slices_where_only_the_sternum_is_at_the_midline() -> None:
+    # Synthetic study 15: ribs join the sternum to the column, so they are one bone component; in some
+    # slices the arch lies off the component's median x, and the only voxels near that median were the
+    # sternum's: the spine's front jumped ~160 mm forward and the mediastinum of 12 slices was lost.
+    spacing = (3.0, 3.0, 3.0)
+    arch, dense = _vertebra(True, False)
+    arch[14:26, 50:54, :] = True  # sternum, 135 mm in front of the arch
+    dense[14:26, 50:54, :] = True
+    # slices 3-6: the arch is off to one side and a costal cartilage pulls the component's median onto
+    # the sternum
+    arch[:, 2:6, 3:7] = False
+    arch[2:8, 2:6, 3:7] = True
+    arch[20:40, 45, 3:7] = True
+    line = _front_of_spine(arch, dense, spacing)
+    assert line.has.all()
+    assert np.all(line.y_f < 25), line.y_f  # the vertebral body's front (19), never the sternum (53)
+
+
 def test_label_sums_match_scipy() -> None:
     from scipy import ndimage
 

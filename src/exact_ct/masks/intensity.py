@@ -655,11 +655,18 @@ def _front_of_spine(spine: np.ndarray, dense: np.ndarray, spacing: Spacing) -> S
     x_c = np.full(nz, np.nan)
     y_f = np.full(nz, np.nan)
     half = max(1, int(round(10.0 / spacing[0])))
+    depth_px = _VERTEBRA_DEPTH_MM / spacing[1]
     for z in np.flatnonzero(has):
         sx, sy = np.nonzero(spine[:, :, z])
         xm = float(np.median(sx))
         band = slice(max(int(round(xm)) - half, 0), int(round(xm)) + half + 1)
         near = np.abs(sx - xm) <= half
+        if near.any() and sy[near].min() > sy.min() + depth_px:
+            # Ribs join the sternum to the column: where the vertebra is not in this slice's bone
+            # component near its midline, what is there lies further forward than a whole vertebra's
+            # depth (the sternum); the slice is interpolated from its neighbours instead.
+            has[z] = False
+            continue
         y0 = int(sy[near].min() if near.any() else sy.min())
         column = dense[band, y0:, z].any(axis=0)
         column[0] = True
