@@ -67,6 +67,10 @@ RAY_REACH = 1.6
 DENSE_HU = 200.0
 #: Fewest boundary points for a circle fit (a neighbour may cover up to half the circumference).
 MIN_POINTS = 8
+#: Smallest in-plane distance maximum (mm) that seeds or continues the unenhanced descending track. The
+#: aorta's smallest radius is 8 mm (``aorta_radius_mm``), but on the backend's ~3.4 mm working grid the
+#: distance map of an off-grid 10.7 mm section reads 7.5 mm (sqrt(5) voxels; synthetic study 15 had no track).
+SEED_RADIUS_MIN_MM = 7.0
 #: Slices bridged by the descending track where a neighbour touches the tube.
 MAX_MISSED = 3
 #: A section followed beyond the track must be at least this fraction soft tissue ...
@@ -262,6 +266,7 @@ def descending_track(
     esophagus's, not the aorta's. ``d2``: ``front``'s in-plane distance map, if already computed.
     """
     r_min, r_max = cfg.aorta_radius_mm
+    r_min = min(r_min, SEED_RADIUS_MIN_MM)
     d2 = inplane_distance(front, spacing) if d2 is None else d2
     peaks = (d2 >= r_min) & (d2 <= r_max) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
     has, x_c, y_f = spine.has, spine.x_c, spine.y_f
