@@ -98,8 +98,13 @@ def _render(args: tuple[int, dict]) -> dict:
     return {"index": index, "image": image, "organs": organs, "mask": mask, "labels": dict(s.labels)}
 
 
-def pretrain(studies: list[dict], plan, work: Path, epochs: int, seed: int) -> Path:
-    """Write a build_dataset-like folder and run the project's training loop on it."""
+def pretrain(
+    studies: list[dict], plan, work: Path, epochs: int, seed: int, organ_weight: float | None = None
+) -> Path:
+    """Write a build_dataset-like folder and run the project's training loop on it.
+
+    ``organ_weight`` (when given) replaces the profile's organ-loss weight (start and end) for pretraining.
+    """
     import pandas as pd
 
     from exact_ct.dataset.cache import save_npz
@@ -147,6 +152,12 @@ def pretrain(studies: list[dict], plan, work: Path, epochs: int, seed: int) -> P
         "checkpoint_every_steps": 0,
         "deterministic": True,
     }
+    if organ_weight is not None:
+        profile["loss"] = {
+            **profile["loss"],
+            "organ_weight_start": organ_weight,
+            "organ_weight_end": organ_weight,
+        }
     cfg = TrainConfig(profile="bench", profiles={"bench": profile})
     out = work / "pretrained"
     metrics = train(cfg, ds, out, work / "reports", work / "ckpt", seed=seed)
@@ -223,6 +234,18 @@ def main() -> int:
     ap.add_argument("--pretrain-studies", type=int, default=0, help="pretraining pool (0: 120, quick 30)")
     ap.add_argument("--test-studies", type=int, default=0, help="test studies (0: 90, quick 16)")
     ap.add_argument("--pretrain-epochs", type=int, default=0, help="pretraining epochs (0: 20, quick 3)")
+    ap.add_argument(
+        "--organ-weight",
+        type=float,
+        default=None,
+        help="organ-loss weight for pretraining (default: the cpu-demo profile's)",
+    )
+    ap.add_argument(
+        "--pretrained-opts",
+        type=json.loads,
+        default={},
+        help="JSON of finetune options for the pretrained arm, e.g. '{\"maps_input\": true}' (design comparisons)",
+    )
     args = ap.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     if not tasks or set(tasks) - set(TASKS):
@@ -270,7 +293,9 @@ def main() -> int:
     )
     log(f"rendered {len(studies)} studies in {time.perf_counter() - t0:.0f} s")
     with tempfile.TemporaryDirectory(prefix="exact-transfer-bench-") as tmp:
-        model_dir = args.model or pretrain(studies[:n_pretrain], plan, Path(tmp), pretrain_epochs, seed=5)
+        model_dir = args.model or pretrain(
+            studies[:n_pretrain], plan, Path(tmp), pretrain_epochs, seed=5, organ_weight=args.organ_weight
+        )
         if args.save_model is not None:
             save_model(model_dir, args.save_model)
             log(f"pretrained package copied to {args.save_model}")
@@ -295,7 +320,12 @@ def main() -> int:
         # Only the initialisation differs: the pretrained arm copies the pretrained encoder (the
         # decoders start fresh, as in the scratch arm: docs/transfer.md measured that copying them hurts).
         arms = {
-            "pretrained": {"init": "pretrained", "pretrained_parts": ("encoder",), "maps_input": False},
+            "pretrained": {
+                "init": "pretrained",
+                "pretrained_parts": ("encoder",),
+                "maps_input": False,
+                **args.pretrained_opts,
+            },
             "scratch": {"init": "scratch", "maps_input": False},
         }
         results: dict[str, dict] = {}

@@ -234,3 +234,21 @@ def test_head_warmup_leaves_the_trunk_untouched_and_trunk_lr_scale_zero_freezes_
     net, _ = fit("segmentation", data, np.arange(2), cfg, base, NET)
     after = net.trunk.state_dict()
     assert not all(torch.equal(after[k], before[k]) for k in after if k.startswith("anomaly_dec."))
+
+
+def test_encoder_lr_scale_zero_keeps_the_encoder_and_trains_the_decoders(package: Path) -> None:
+    base = load_package(package)
+    data = prepare(_samples(2), base)
+    before = base.net.state_dict()
+    cfg = FinetuneConfig(encoder_lr_scale=0.0, epochs=2, batch_size=1, lr=0.01, seed=0)
+    net, _ = fit("segmentation", data, np.arange(2), cfg, base, NET)
+    after = net.trunk.state_dict()
+    enc = [k for k in after if k.startswith("encoder.") and k in before]
+    dec = [k for k in after if k.startswith("anomaly_dec.") and after[k].dtype.is_floating_point]
+    assert enc and dec
+    assert all(torch.equal(after[k], before[k]) for k in enc)
+    assert not all(torch.equal(after[k], before[k]) for k in dec)
+    from exact_ct.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        FinetuneConfig(encoder_lr_scale=-1.0)

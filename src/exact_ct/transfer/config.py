@@ -34,6 +34,9 @@ class FinetuneConfig:
         trunk_lr_scale: the trunk's (encoder and decoders) learning rate is ``lr * trunk_lr_scale``, for
             ``pretrained`` and ``scratch`` alike (discriminative fine-tuning: a pretrained trunk needs
             smaller steps than a new head).
+        encoder_lr_scale: the shared encoder's learning rate is the trunk's times this (the decoders
+            keep the trunk's): a pretrained encoder kept close to its features while fresh decoders
+            learn at full speed; 0 freezes it, as ``freeze_encoder``.
         head_warmup_epochs: the first epochs train the new head only (trunk frozen), then everything
             learns (the trunk is not rewritten by the gradients of a random head).
         weight_decay: AdamW weight decay.
@@ -59,6 +62,7 @@ class FinetuneConfig:
     batch_size: int = 2
     lr: float = 1e-3
     trunk_lr_scale: float = 1.0
+    encoder_lr_scale: float = 1.0
     head_warmup_epochs: int = 0
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
@@ -80,8 +84,10 @@ class FinetuneConfig:
             raise ConfigError(f"finetune.method {self.method!r} unknown; expected one of {METHODS}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("finetune.val_fraction must lie in [0, 1)")
-        if self.trunk_lr_scale < 0 or self.head_warmup_epochs < 0:
-            raise ConfigError("finetune.trunk_lr_scale and finetune.head_warmup_epochs must be >= 0")
+        if self.trunk_lr_scale < 0 or self.encoder_lr_scale < 0 or self.head_warmup_epochs < 0:
+            raise ConfigError(
+                "finetune.trunk_lr_scale, finetune.encoder_lr_scale and finetune.head_warmup_epochs must be >= 0"
+            )
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("finetune.epochs and finetune.batch_size must be >= 1")
 

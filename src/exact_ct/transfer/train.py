@@ -116,8 +116,13 @@ def fit(
     head = [p for p in net.head.parameters() if p.requires_grad]
     trunk = [p for p in net.trunk.parameters() if p.requires_grad]
     groups = [{"params": head, "lr": cfg.lr}]
-    if trunk and cfg.trunk_lr_scale > 0:
-        groups.append({"params": trunk, "lr": cfg.lr * cfg.trunk_lr_scale})
+    encoder = {id(p) for p in net.encoder.parameters()}
+    for params, scale in (
+        ([p for p in trunk if id(p) not in encoder], cfg.trunk_lr_scale),
+        ([p for p in trunk if id(p) in encoder], cfg.trunk_lr_scale * cfg.encoder_lr_scale),
+    ):
+        if params and scale > 0:
+            groups.append({"params": params, "lr": cfg.lr * scale})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     seg_loss = _segmentation_loss() if kind == "segmentation" else None
     region = None
