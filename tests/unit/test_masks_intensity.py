@@ -300,6 +300,11 @@ def test_esophagus_continues_behind_the_trachea_in_the_neck() -> None:
     # centred at the trachea's x, 8 + 4 mm behind its posterior edge (y = 24 -> 20 at 3 mm)
     assert abs(xs.mean() - 20.0) <= 0.5 and abs(ys.mean() - 20.0) <= 0.7
     assert not (neck & airway).any() and (hu[neck] > -30).all()  # never the airway or fat
+    # a lumen darkened by partial volume inside the tube is the esophagus's (a hole of the disc's tissue)
+    hu_lumen = hu.copy()
+    hu_lumen[20, 20, 15:] = -60.0
+    with_lumen = _esophagus_neck(hu_lumen, esophagus, airway, allowed, spacing, IntensityConfig())
+    assert with_lumen[20, 20, 15:].all() and np.array_equal(with_lumen, neck)
     # no airway above: nothing to follow
     assert not _esophagus_neck(
         hu, esophagus, np.zeros_like(airway), allowed, spacing, IntensityConfig()
