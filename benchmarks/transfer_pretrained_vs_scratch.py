@@ -4,14 +4,15 @@ network from scratch, for a lesion type held out of pretraining (Consolidation).
 1. Renders studies of a synthetic hospital (exact_ct.synth.render_study) onto a small CPU model grid.
 2. Pretrains the EXACT model with the project's training loop (exact_ct.training.loop.train) and its
    cpu-demo profile (four HU-window input channels, logit top-k pooling, ...) on the first 120 studies
-   for 40 epochs (20 until session 8) with the 18 labels, Consolidation masked out of the loss (held out), unless ``--model`` names an
-   existing package (e.g. models/candidate) on a compatible grid.
+   for 40 epochs (20 until session 8) with the 18 labels, Consolidation masked out of the loss (held
+   out), unless ``--model`` names an existing package (e.g. models/candidate) on a compatible grid.
 3. Fine-tunes with 5, 10 and 20 labelled studies from the pretraining pool, 3 seeds each:
    segmentation (Consolidation masks from synthetic truth, Dice on held-out test studies with the lesion)
    and classification (study-level Consolidation label, AUROC on all test studies); ``pretrained`` =
    the pretrained encoder's weights (decoders and head fresh) and the frozen pretrained model's 18
    anomaly maps at the new head (session 8; ``--pretrained-opts '{"maps_input": false}'`` for the
-   session-7 arm), ``scratch`` = same network, random weights, no maps. Same steps (``--steps``), learning rate, data and seeds for both.
+   session-7 arm), ``scratch`` = same network, random weights, no maps. Same steps (``--steps``),
+   learning rate, data and seeds for both.
 4. Classification by the linear probe (``classify_probe``; exact_ct.transfer.train.fit_probe /
    apply_probe) on the same studies as the fine-tune classification (n studies, half positive, same
    seeds), AUROC on the same test studies. Study vectors (per-organ embeddings of organs 1-9 + the 18
@@ -245,7 +246,7 @@ def main() -> int:
         "--pretrained-opts",
         type=json.loads,
         default={},
-        help="JSON of finetune options for the pretrained arm, e.g. '{\"maps_input\": true}' (design comparisons)",
+        help="JSON of finetune options for the pretrained arm, e.g. '{\"maps_input\": false}' (design comparisons)",
     )
     args = ap.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
@@ -258,6 +259,10 @@ def main() -> int:
     from exact_ct.model.package import load_package
     from exact_ct.parallel import map_ordered
     from exact_ct.transfer.config import FinetuneConfig
+
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    if not isinstance(args.pretrained_opts, dict) or set(args.pretrained_opts) - known:
+        ap.error(f"--pretrained-opts: expected a JSON object with keys among {sorted(known)}")
     from exact_ct.transfer.data import Sample
     from exact_ct.transfer.train import prepare
 

@@ -111,7 +111,8 @@ def fit(
         in_channels=int(data.images.shape[1]),
         parts=cfg.pretrained_parts,
     )
-    if cfg.freeze_encoder:
+    if cfg.freeze_encoder or cfg.encoder_lr_scale == 0:
+        # one way to keep the encoder fixed: no gradients into it at all (not merely no optimiser step)
         freeze_encoder(net)
     head = [p for p in net.head.parameters() if p.requires_grad]
     trunk = [p for p in net.trunk.parameters() if p.requires_grad]
