@@ -87,6 +87,37 @@ def test_history_and_hypothetical_mentions_do_not_label(labeller: ReportLabeller
     assert {m.section for m in res.mentions} == {"clinical_information", "impression"}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a one-line report opened by an inline comparison header, with no findings header after it
+        "Comparison: CT dated 25.12.2019 (pleural effusion). A PEG catheter is in the stomach. "
+        "Small left pleural effusion.",
+        # ... and with line breaks: the comparison ends with its line
+        "COMPARISON: CT dated 25.12.2019 (pleural effusion).\nA PEG catheter is in the stomach.\n"
+        "Small left pleural effusion.",
+        "COMPARISON:\nCT dated 25.12.2019 (pleural effusion).\nA PEG catheter is in the stomach. "
+        "Small left pleural effusion.",
+    ],
+)
+def test_last_ignored_section_does_not_swallow_the_findings(labeller: ReportLabeller, text: str) -> None:
+    res = labeller.label(text)
+    assert labels(labeller, text) == {"Medical material": 1, "Pleural effusion": 1}
+    assert [m.section for m in res.mentions if m.abnormality == "Pleural effusion"] == ["comparison", ""]
+
+
+def test_ignored_section_before_another_header_keeps_its_whole_text(labeller: ReportLabeller) -> None:
+    text = "CLINICAL HISTORY: smoker, follow-up of\npulmonary nodules. Effusion?\nFINDINGS: No effusion."
+    assert labels(labeller, text) == {"Pleural effusion": 0}
+
+
+def test_feeding_and_fixation_devices_are_medical_material(labeller: ReportLabeller) -> None:
+    assert labels(labeller, "PEG material is observed in the stomach.") == {"Medical material": 1}
+    assert labels(labeller, "Internal fixators are observed in the dorsal vertebrae.") == {
+        "Medical material": 1
+    }
+
+
 def test_precedence_present_over_uncertain_over_absent() -> None:
     assert combine([0, 1, -1]) == 1
     assert combine([0, -1]) == -1

@@ -89,6 +89,44 @@ def _sentence_factors(metas: Iterable[TargetMeta]) -> dict[re.Pattern[str], froz
     return out
 
 
+def section_table(doc: Any, ignored: Iterable[str], sent_starts: Sequence[int]) -> list[tuple[int, str]]:
+    """(first token, category) of each section, in order; text after a bounded ignored section is ``""``.
+
+    A section runs to the next header. The last one has no next header, and a comparison or clinical
+    history header that opens a report without a findings header ("Comparison: CT dated 2019. Trachea
+    and main bronchi are open. ...") would then swallow every finding. So the last section, when it is
+    an ignored one, ends at the first line break after its text (a header on its own line: at the end
+    of its first line of text), or, in a report without line breaks, at the end of its first sentence.
+    A section followed by another header keeps its whole text (a wrapped clinical history line stays
+    history).
+    """
+    ignored = frozenset(ignored)
+    secs = list(doc._.sections or ())
+    out = [(sec.section_span[0], sec.category or "") for sec in secs]
+    if not secs or (secs[-1].category or "") not in ignored:
+        return out
+    last = secs[-1]
+    body, end = last.body_span[0], last.section_span[1]
+    if body >= end:
+        return out
+    cached = doc_cache(doc)
+    text, starts = cached.text, cached.tokens.starts
+    lo = starts[body]
+    rest = text[lo:]
+    first = len(rest) - len(rest.lstrip())  # the first character of the section's text
+    if first >= len(rest):
+        return out
+    line_end = rest.find("\n", first)
+    if line_end != -1:
+        cut = bisect.bisect_left(starts, lo + line_end)
+    else:
+        k = bisect.bisect_right(sent_starts, bisect.bisect_left(starts, lo + first))
+        cut = sent_starts[k] if k < len(sent_starts) else end
+    if cut < end:
+        out.append((cut, ""))
+    return out
+
+
 class ReportLabeller:
     """Rule-based labeller (medspacy). Build once per process; ``label``/``label_many`` are then pure."""
 
@@ -133,7 +171,7 @@ class ReportLabeller:
         if spans:
             # Per-doc tables instead of per-mention lookups (Span.sent walks tokens; extensions are slow).
             sent_starts, sents = _sentences(doc)
-            sections = [(sec.section_span[0], sec.category or "") for sec in (doc._.sections or ())]
+            sections = section_table(doc, self.ignore_sections, sent_starts)
             section_starts = [s[0] for s in sections]
             cache: dict[Any, Any] = {}
             for span in spans:
