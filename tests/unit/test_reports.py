@@ -62,6 +62,50 @@ def test_pseudo_negation_keeps_the_finding(labeller: ReportLabeller) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a negated clause complete with its verb ends at ", and": what follows is affirmed
+        (
+            "No active infiltration is detected in both lungs, and a few nodules are observed.",
+            {"Lung nodule": 1},
+        ),
+        (
+            "Pleural effusion was not detected, and a nodule is observed.",
+            {"Pleural effusion": 0, "Lung nodule": 1},
+        ),
+        (
+            "A nodule is not observed in the lungs, and pleural effusion is seen.",
+            {"Lung nodule": 0, "Pleural effusion": 1},
+        ),
+        # "there are" starts a new clause even when the next word begins with "no" (nodules)
+        ("There was no finding of embolism and there are nodules.", {"Lung nodule": 1}),
+        # a negated list, with or without its shared verb, stays negated
+        (
+            "No consolidation, pleural effusion, and nodule are seen.",
+            {"Consolidation": 0, "Pleural effusion": 0, "Lung nodule": 0},
+        ),
+        ("No pleural effusion is seen, and no nodule.", {"Pleural effusion": 0, "Lung nodule": 0}),
+    ],
+)
+def test_negation_scope_ends_with_its_clause(
+    labeller: ReportLabeller, text: str, expected: dict[str, int]
+) -> None:
+    assert labels(labeller, text) == expected
+
+
+def test_not_seen_on_the_previous_examination_means_new(labeller: ReportLabeller) -> None:
+    text = (
+        "A 3 mm nodule is observed in the right upper lobe and was not detected in the previous examination."
+    )
+    assert labels(labeller, text) == {"Lung nodule": 1}
+    text = "Mild pleural effusion, which was not observed in the patient's previous CT examination."
+    assert labels(labeller, text) == {"Pleural effusion": 1}
+    # ... while "not seen in this examination" is still a negation
+    text = "The nodule seen in the previous examination was not observed in this examination."
+    assert labels(labeller, text) == {"Lung nodule": 0}
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "Atelectasis cannot be excluded.",
