@@ -185,6 +185,9 @@ def test_vascular_calcification_is_routed_by_the_sentence(labeller: ReportLabell
 
 def test_non_lung_nodule_and_subcutaneous_emphysema_are_not_labelled(labeller: ReportLabeller) -> None:
     assert labels(labeller, "A 12 mm nodule in the left lobe of the thyroid gland.") == {}
+    # "hypodense" describes soft-tissue organs (thyroid, liver, kidney), never an aerated lung's nodule
+    assert labels(labeller, "Both thyroid lobes are heterogeneous. There are hypodense nodules.") == {}
+    assert labels(labeller, "Pleural calcific plaque in the upper lobe of the right lung.") == {}
     assert labels(labeller, "Subcutaneous emphysema in the left chest wall.") == {}
 
 
