@@ -155,6 +155,18 @@ def test_ignored_section_before_another_header_keeps_its_whole_text(labeller: Re
     assert labels(labeller, text) == {"Pleural effusion": 0}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Peribronchial density increases were observed in the right lung middle lobe.",
+        "Thickening and tractional bronchiectasis are observed along the peribronchial sheath.",
+    ],
+)
+def test_peribronchial_density_and_sheath_thickening(labeller: ReportLabeller, text: str) -> None:
+    assert labels(labeller, text).get("Peribronchial thickening") == 1
+    assert "Lung opacity" not in labels(labeller, text)
+
+
 def test_feeding_and_fixation_devices_are_medical_material(labeller: ReportLabeller) -> None:
     assert labels(labeller, "PEG material is observed in the stomach.") == {"Medical material": 1}
     assert labels(labeller, "Internal fixators are observed in the dorsal vertebrae.") == {
