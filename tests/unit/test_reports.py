@@ -100,9 +100,14 @@ def test_not_seen_on_the_previous_examination_means_new(labeller: ReportLabeller
     assert labels(labeller, text) == {"Lung nodule": 1}
     text = "Mild pleural effusion, which was not observed in the patient's previous CT examination."
     assert labels(labeller, text) == {"Pleural effusion": 1}
-    # ... while "not seen in this examination" is still a negation
+    # ... while "not seen in this examination" is still a negation, reaching back to a long subject
     text = "The nodule seen in the previous examination was not observed in this examination."
     assert labels(labeller, text) == {"Lung nodule": 0}
+    text = (
+        "Opacities observed in the bases of both lungs in the previous thorax x-ray examination and thought to be "
+        "compatible with pneumonic infiltration were not observed in the current examination."
+    )
+    assert labels(labeller, text) == {"Lung opacity": 0}
 
 
 @pytest.mark.parametrize(
