@@ -172,6 +172,12 @@ def test_peribronchial_density_and_sheath_thickening(labeller: ReportLabeller, t
     assert "Lung opacity" not in labels(labeller, text)
 
 
+def test_a_negated_mass_does_not_make_a_density_a_mass(labeller: ReportLabeller) -> None:
+    text = "Alveolar density increases are observed in the right lung, and no infiltration or mass lesion is detected."
+    assert labels(labeller, text).get("Lung opacity") == 1
+    assert labels(labeller, "A soft tissue density mass in the right lung.").get("Lung opacity") is None
+
+
 def test_feeding_and_fixation_devices_are_medical_material(labeller: ReportLabeller) -> None:
     assert labels(labeller, "PEG material is observed in the stomach.") == {"Medical material": 1}
     assert labels(labeller, "Internal fixators are observed in the dorsal vertebrae.") == {
