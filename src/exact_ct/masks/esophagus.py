@@ -73,11 +73,14 @@ def ray_ends(
     seed: tuple[float, float],
     spacing: Spacing,
     fat_hu: float,
+    blood: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boundary points (mm) of the section around ``seed`` (mm) in one slice (:func:`morph.ray_ends`).
 
     ``N_RAYS`` rays up to ``RAY_REACH_MM``; a dark sample within ``LUMEN_MM`` of the seed is the air
-    lumen, not the fat around the tube.
+    lumen, not the fat around the tube. A ray that ends at dense bone is dropped: the prevertebral
+    tissue (longus colli, ligament, fascia) lies between the esophagus and the vertebral body, so the
+    ray ran through it. Only enhanced blood (``blood``: the contrast aorta) is a dense wall of the tube.
     """
     return _ray_ends(
         hu,
@@ -90,11 +93,17 @@ def ray_ends(
         dense_hu=DENSE_HU,
         step_mm=RAY_STEP_MM,
         skip_mm=LUMEN_MM,
+        dense_edge=np.zeros_like(stop) if blood is None else blood,
     )
 
 
 def fit_section(
-    hu: np.ndarray, stop: np.ndarray, seed: tuple[float, float], spacing: Spacing, fat_hu: float
+    hu: np.ndarray,
+    stop: np.ndarray,
+    seed: tuple[float, float],
+    spacing: Spacing,
+    fat_hu: float,
+    blood: np.ndarray | None = None,
 ) -> tuple[float, float, float] | None:
     """Centre (mm) and radius of the tube's section around ``seed``, or None where the fit fails.
 
@@ -105,7 +114,7 @@ def fit_section(
     centre = seed
     fit: tuple[float, float, float] | None = None
     for _ in range(2):
-        px, py = ray_ends(hu, stop, centre, spacing, fat_hu)
+        px, py = ray_ends(hu, stop, centre, spacing, fat_hu, blood)
         if px.size < MIN_POINTS:
             return fit
         d = np.hypot(px - centre[0], py - centre[1])
@@ -128,6 +137,7 @@ def fit_centre(
     radius: float,
     spacing: Spacing,
     fat_hu: float,
+    blood: np.ndarray | None = None,
 ) -> tuple[float, float] | None:
     """Centre (mm) of a circle of known ``radius`` through the section's boundary points around ``start``.
 
@@ -137,7 +147,7 @@ def fit_centre(
     """
     c = np.array(start, dtype=float)
     for _ in range(3):
-        px, py = ray_ends(hu, stop, (float(c[0]), float(c[1])), spacing, fat_hu)
+        px, py = ray_ends(hu, stop, (float(c[0]), float(c[1])), spacing, fat_hu, blood)
         pts = np.column_stack([px, py])
         if len(pts) < MIN_POINTS:
             return None
@@ -151,6 +161,10 @@ def fit_centre(
         if np.hypot(c[0] - start[0], c[1] - start[1]) > radius:
             return None
     return float(c[0]), float(c[1])
+
+
+def _slice(mask: np.ndarray | None, z: int) -> np.ndarray | None:
+    return None if mask is None else mask[:, :, z]
 
 
 def nearest_seed(
@@ -232,6 +246,8 @@ def esophagus(
     prevertebral tissue), averaged with the centre of the slice above (it drifts left to the hiatus).
     """
     out = np.zeros_like(region)
+    # enhanced blood of the aorta is a wall of the tube; any other dense sample is bone (see ray_ends)
+    blood = None if aorta is None else aorta & (hu >= CONTRAST_BLOOD_HU)
     seedable = region if aorta is None else region & ~aorta
     if aorta is not None:
         region = region | (aorta & (hu < CONTRAST_BLOOD_HU))
@@ -249,7 +265,7 @@ def esophagus(
         seed = nearest_seed(cand[:, :, z], (x_c[z], y_f[z]), prev, r0, spacing)
         if seed is None:
             continue
-        fit = fit_section(hu[:, :, z], stop[:, :, z], seed, spacing, cfg.fat_hu_max)
+        fit = fit_section(hu[:, :, z], stop[:, :, z], seed, spacing, cfg.fat_hu_max, _slice(blood, z))
         if fit is None:
             fit = (seed[0], seed[1], r0)
         fits[int(z)] = fit
@@ -265,7 +281,15 @@ def esophagus(
     arr[:, 2] = np.clip(arr[:, 2], 0.8 * r_med, 1.2 * r_med)
     # second pass: one radius for the whole tube (a slice's own fit is noisy), the centre refitted with it
     for j, z in enumerate(zs):
-        c = fit_centre(hu[:, :, z], stop[:, :, z], (arr[j, 0], arr[j, 1]), r_med, spacing, cfg.fat_hu_max)
+        c = fit_centre(
+            hu[:, :, z],
+            stop[:, :, z],
+            (arr[j, 0], arr[j, 1]),
+            r_med,
+            spacing,
+            cfg.fat_hu_max,
+            _slice(blood, z),
+        )
         if c is not None:
             arr[j, 0], arr[j, 1] = c
         arr[j, 2] = r_med

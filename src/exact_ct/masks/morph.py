@@ -210,6 +210,7 @@ def ray_ends(
     dense_hu: float,
     step_mm: float = 0.5,
     skip_mm: float = 0.0,
+    dense_edge: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boundary points (mm) of a soft-tissue section around ``centre`` (mm) in one slice, along rays.
 
@@ -217,6 +218,8 @@ def ray_ends(
     sample darker than ``fat_hu`` (beyond ``skip_mm``: a dark lumen near the centre is not the edge),
     denser than ``dense_hu`` or inside ``stop``; the boundary lies half a step before it. A ray that finds
     no end within ``reach_mm`` ran on through a touching organ of the same density and is dropped.
+    With ``dense_edge`` (a mask of the slice), a ray that ends at a dense sample outside it is dropped
+    too: it ran through tissue of the section's density into bone, which is not the section's wall.
     Used by the esophagus and the unenhanced aorta, whose sections touch each other without an edge.
     """
     angles = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
@@ -228,7 +231,16 @@ def ray_ends(
     blocked = ndimage.map_coordinates(stop.view(np.uint8), coords, order=0, mode="constant", cval=1) > 0
     end = ((vals < fat_hu) & (steps[None, :] > skip_mm)) | (vals > dense_hu) | blocked
     hit = end.any(axis=1)
-    r = steps[np.argmax(end, axis=1)] - 0.5 * step_mm
+    first = np.argmax(end, axis=1)
+    if dense_edge is not None:
+        i = np.arange(n_rays)
+        at_dense = vals[i, first] > dense_hu
+        edge = (
+            ndimage.map_coordinates(dense_edge.view(np.uint8), coords[:, i, first], order=0, mode="constant")
+            > 0
+        )
+        hit &= ~(at_dense & ~edge)
+    r = steps[first] - 0.5 * step_mm
     return centre[0] + np.cos(angles[hit]) * r[hit], centre[1] + np.sin(angles[hit]) * r[hit]
 
 
