@@ -178,6 +178,13 @@ def test_a_negated_mass_does_not_make_a_density_a_mass(labeller: ReportLabeller)
     assert labels(labeller, "A soft tissue density mass in the right lung.").get("Lung opacity") is None
 
 
+def test_ectasia_of_the_bronchi_is_bronchiectasis(labeller: ReportLabeller) -> None:
+    assert labels(labeller, "Diffuse ectasia is observed in bronchial structures in both lungs.") == {
+        "Bronchiectasis": 1
+    }
+    assert labels(labeller, "Ectasia in the ascending aorta.") == {}
+
+
 def test_feeding_and_fixation_devices_are_medical_material(labeller: ReportLabeller) -> None:
     assert labels(labeller, "PEG material is observed in the stomach.") == {"Medical material": 1}
     assert labels(labeller, "Internal fixators are observed in the dorsal vertebrae.") == {
