@@ -185,6 +185,13 @@ def test_ectasia_of_the_bronchi_is_bronchiectasis(labeller: ReportLabeller) -> N
     assert labels(labeller, "Ectasia in the ascending aorta.") == {}
 
 
+@pytest.mark.parametrize("word", ["Fibroatelectasis", "Fibro atelectasis", "Fibro-atelectasis"])
+def test_fibroatelectasis_is_a_fibrotic_sequela_however_spelt(labeller: ReportLabeller, word: str) -> None:
+    assert labels(labeller, f"{word} was observed in the bilateral lung apex.") == {
+        "Pulmonary fibrotic sequela": 1
+    }
+
+
 def test_feeding_and_fixation_devices_are_medical_material(labeller: ReportLabeller) -> None:
     assert labels(labeller, "PEG material is observed in the stomach.") == {"Medical material": 1}
     assert labels(labeller, "Internal fixators are observed in the dorsal vertebrae.") == {
