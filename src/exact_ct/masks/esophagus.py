@@ -36,7 +36,7 @@ RAY_REACH_MM = 22.0
 RAY_STEP_MM = 0.5
 #: Within this distance of the seed a dark sample is the air lumen, not the fat around the tube.
 LUMEN_MM = 3.5
-#: Dense bone (and contrast blood) is above this HU: the tube's posterior (or aortic) boundary.
+#: Bone and contrast blood are above this HU; only the blood (the contrast aorta) bounds the tube (see ray_ends).
 DENSE_HU = 200.0
 #: Physiological radius of the (collapsed or slightly distended) esophagus, mm.
 RADIUS_MM = (5.0, 13.0)
@@ -163,10 +163,6 @@ def fit_centre(
     return float(c[0]), float(c[1])
 
 
-def _slice(mask: np.ndarray | None, z: int) -> np.ndarray | None:
-    return None if mask is None else mask[:, :, z]
-
-
 def nearest_seed(
     cand: np.ndarray,
     spine_front: tuple[float, float],
@@ -247,7 +243,7 @@ def esophagus(
     """
     out = np.zeros_like(region)
     # enhanced blood of the aorta is a wall of the tube; any other dense sample is bone (see ray_ends)
-    blood = None if aorta is None else aorta & (hu >= CONTRAST_BLOOD_HU)
+    blood = np.zeros_like(region) if aorta is None else aorta & (hu >= CONTRAST_BLOOD_HU)
     seedable = region if aorta is None else region & ~aorta
     if aorta is not None:
         region = region | (aorta & (hu < CONTRAST_BLOOD_HU))
@@ -265,7 +261,7 @@ def esophagus(
         seed = nearest_seed(cand[:, :, z], (x_c[z], y_f[z]), prev, r0, spacing)
         if seed is None:
             continue
-        fit = fit_section(hu[:, :, z], stop[:, :, z], seed, spacing, cfg.fat_hu_max, _slice(blood, z))
+        fit = fit_section(hu[:, :, z], stop[:, :, z], seed, spacing, cfg.fat_hu_max, blood[:, :, z])
         if fit is None:
             fit = (seed[0], seed[1], r0)
         fits[int(z)] = fit
@@ -288,7 +284,7 @@ def esophagus(
             r_med,
             spacing,
             cfg.fat_hu_max,
-            _slice(blood, z),
+            blood[:, :, z],
         )
         if c is not None:
             arr[j, 0], arr[j, 1] = c

@@ -89,6 +89,9 @@ def _sentence_factors(metas: Iterable[TargetMeta]) -> dict[re.Pattern[str], froz
     return out
 
 
+_NON_SPACE = re.compile(r"\S")
+
+
 def section_table(doc: Any, ignored: Iterable[str], sent_starts: Sequence[int]) -> list[tuple[int, str]]:
     """(first token, category) of each section, in order; text after a bounded ignored section is ``""``.
 
@@ -111,16 +114,14 @@ def section_table(doc: Any, ignored: Iterable[str], sent_starts: Sequence[int]) 
         return out
     cached = doc_cache(doc)
     text, starts = cached.text, cached.tokens.starts
-    lo = starts[body]
-    rest = text[lo:]
-    first = len(rest) - len(rest.lstrip())  # the first character of the section's text
-    if first >= len(rest):
+    first = _NON_SPACE.search(text, starts[body])  # the first character of the section's text
+    if first is None:
         return out
-    line_end = rest.find("\n", first)
+    line_end = text.find("\n", first.start())
     if line_end != -1:
-        cut = bisect.bisect_left(starts, lo + line_end)
+        cut = bisect.bisect_left(starts, line_end)
     else:
-        k = bisect.bisect_right(sent_starts, bisect.bisect_left(starts, lo + first))
+        k = bisect.bisect_right(sent_starts, bisect.bisect_left(starts, first.start()))
         cut = sent_starts[k] if k < len(sent_starts) else end
     if cut < end:
         out.append((cut, ""))
