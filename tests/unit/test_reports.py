@@ -228,6 +228,13 @@ def test_non_lung_nodule_and_subcutaneous_emphysema_are_not_labelled(labeller: R
     assert labels(labeller, "Subcutaneous emphysema in the left chest wall.") == {}
 
 
+def test_a_lung_mass_is_not_a_lung_nodule(labeller: ReportLabeller) -> None:
+    # Fleischner glossary: a nodule measures up to 3 cm, a larger opacity is a mass
+    assert labels(labeller, "A spiculated mass lesion in the right upper lobe.") == {}
+    assert labels(labeller, "There is a 45 mm lung mass in the left lower lobe.") == {}
+    assert labels(labeller, "A solid lesion of 8 mm in the right lower lobe.") == {"Lung nodule": 1}
+
+
 def test_evidence_carries_offsets_section_laterality_lobe_and_size(labeller: ReportLabeller) -> None:
     text = "FINDINGS:\nA 13x9 mm nodule in the right upper lobe.\nIMPRESSION:\nBilateral pleural effusion."
     res = labeller.label(text)
