@@ -235,6 +235,14 @@ def test_a_lung_mass_is_not_a_lung_nodule(labeller: ReportLabeller) -> None:
     assert labels(labeller, "A solid lesion of 8 mm in the right lower lobe.") == {"Lung nodule": 1}
 
 
+def test_crazy_paving_alone_is_not_a_lung_opacity(labeller: ReportLabeller) -> None:
+    # CT-RATE's convention (docs/reports.md); ground glass named beside it still counts
+    assert labels(labeller, "Crazy paving appearance in the right lower lobe.") == {}
+    assert labels(labeller, "Ground glass densities with a crazy paving pattern in both lungs.") == {
+        "Lung opacity": 1
+    }
+
+
 def test_evidence_carries_offsets_section_laterality_lobe_and_size(labeller: ReportLabeller) -> None:
     text = "FINDINGS:\nA 13x9 mm nodule in the right upper lobe.\nIMPRESSION:\nBilateral pleural effusion."
     res = labeller.label(text)
