@@ -234,6 +234,15 @@ def test_a_lung_mass_is_not_a_lung_nodule(labeller: ReportLabeller) -> None:
     assert labels(labeller, "There is a 45 mm lung mass in the left lower lobe.") == {}
     assert labels(labeller, "A solid lesion of 8 mm in the right lower lobe.") == {"Lung nodule": 1}
 
+    # a sequela of the mediastinal lymph nodes is not a pulmonary one
+    assert labels(labeller, "Millimetric calcific sequela lymph nodes in the mediastinum.") == {
+        "Lymphadenopathy": 1
+    }
+    assert labels(labeller, "Sequela lymph nodes in the mediastinum and sequelae in the right lung apex.") == {
+        "Lymphadenopathy": 1,
+        "Pulmonary fibrotic sequela": 1,
+    }
+
 
 def test_crazy_paving_alone_is_not_a_lung_opacity(labeller: ReportLabeller) -> None:
     # CT-RATE's convention (docs/reports.md); ground glass named beside it still counts
