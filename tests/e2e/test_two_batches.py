@@ -1,7 +1,8 @@
 """End to end: two hospital batches through the Prefect retrain flow and every DVC stage, at tiny size.
 
 The second run must rerun only the new batch's per-batch stages (plus the shared ones) and publish
-again; a third run finds nothing new. This is the story `make demo` tells, shrunk to fit CI.
+again; a third run finds nothing new. This is the story `make demo` tells, shrunk to fit CI. The run
+itself is the session fixture ``two_batch_demo`` (tests/conftest.py), which tests/reliability reads too.
 """
 
 from __future__ import annotations
@@ -10,59 +11,20 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _tiny_workspace(tmp_path: Path) -> Path:
-    """A fresh clone-like workspace: the git-tracked files only, its own git, DVC and remote."""
-    ws = tmp_path / "ws"
-    files = subprocess.run(
-        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in files:
-        src = REPO / rel
-        if src.is_file():
-            dst = ws / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(src.read_bytes())
-    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], cwd=ws, check=True
-    )
-
-    yaml = YAML()
-    params_path = ws / "params.yaml"
-    params = yaml.load(params_path.read_text())
-    params["batches"] = []
-    params["demo"]["batches"] = {"e2e-b1": 8, "e2e-b2": 6}
-    grid = params["build_dataset"]["profiles"]["cpu-demo"]
-    grid["spacing_xyz_mm"], grid["size_xyz"] = [12.0, 12.0, 12.0], [32, 24, 24]
-    train = params["train"]["profiles"]["cpu-demo"]
-    train["epochs"], train["pseudo_mask_epochs"] = 1, 1
-    train["network"]["channels"] = [4, 8, 16]
-    train["network"]["organ_deep_supervision"] = 1
-    params["evaluate"]["bootstrap"] = 20
-    with open(params_path, "w") as f:
-        yaml.dump(params, f)
-    return ws
-
-
 @pytest.mark.slow
-def test_two_batches_through_prefect_and_dvc(prefect_harness, tmp_path):
-    from flows.demo import run_demo
-    from flows.retrain import retrain
-
-    ws = _tiny_workspace(tmp_path)
-    first, second = run_demo(ws, push=True)
+def test_two_batches_through_prefect_and_dvc(two_batch_demo: dict[str, Any]) -> None:
+    ws: Path = two_batch_demo["ws"]
+    first, second = two_batch_demo["results"]
 
     stages = {s["stage"]: s for s in first["stages"]}
-    assert first["batches"] == ["e2e-b1"]
+    assert first["status"] == "ran" and first["batches"] == ["e2e-b1"]
     for name in ("ingest", "parse_reports", "pseudo_masks"):
         assert stages[name]["ran"] == [f"{name}@e2e-b1"], name
     for name in ("build_dataset", "train", "evaluate", "publish"):
@@ -71,7 +33,7 @@ def test_two_batches_through_prefect_and_dvc(prefect_harness, tmp_path):
     assert decision1["promoted"] is True and decision1["status"] == "first"
 
     stages = {s["stage"]: s for s in second["stages"]}
-    assert second["batches"] == ["e2e-b2"]
+    assert second["status"] == "ran" and second["batches"] == ["e2e-b2"]
     for name in ("ingest", "parse_reports", "pseudo_masks"):
         assert stages[name]["ran"] == [f"{name}@e2e-b2"], name
         assert stages[name]["skipped"] == [f"{name}@e2e-b1"], name
@@ -84,8 +46,8 @@ def test_two_batches_through_prefect_and_dvc(prefect_harness, tmp_path):
     assert any((ws / "models" / "registry").iterdir())
     assert (ws / "dvc-remote").is_dir() and any((ws / "dvc-remote").rglob("*"))
 
-    third = retrain(repo=str(ws), push=False)
-    assert third["status"] == "nothing new"
+    third = two_batch_demo["again"]
+    assert third["status"] == "nothing new" and third["stages"] == []
     # finetune@<task> is downstream work the flow leaves to `dvc repro`; the retrain chain must be clean.
     status = subprocess.run([str(BIN / "dvc"), "status", "--quiet", "--with-deps", "publish"], cwd=ws)
     assert status.returncode == 0

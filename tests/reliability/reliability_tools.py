@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import signal
 import subprocess
@@ -249,3 +250,60 @@ def plant_identifiers(drop: Path, tag: str) -> list[str]:
         needles += [r["accession_number"], r["patient_id"]]
     reports.to_csv(drop / "reports.csv", index=False, lineterminator="\n")
     return sorted(set(needles))
+
+
+DEMO_BATCHES = {"e2e-b1": 8, "e2e-b2": 6}  # every split non-empty
+DEMO_KEY = "rel-audit-key-5c1f0e9a7b3d"  # a unique pseudonymisation key: it must never be written anywhere
+_DEMO_DRIVER = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+import flows.demo as demo
+from flows.retrain import retrain
+from reliability_tools import plant_identifiers
+ws, needles, drops = Path(sys.argv[1]), [], []
+synthesise = demo.synthesise
+def synthesise_and_plant(repo, batch, studies, seed):
+    inbox = synthesise(repo, batch, studies, seed)
+    drops.append(batch)
+    needles.extend(plant_identifiers(inbox, f"B{len(drops)}"))
+    return inbox
+demo.synthesise = synthesise_and_plant  # what `make demo` runs, with identifiers planted in each drop
+results = demo.run_demo(ws, push=True)
+again = retrain(repo=str(ws), push=False)  # nothing new arrived: the flow must say so and run nothing
+(ws.parent / "driver.json").write_text(json.dumps({"needles": needles, "results": results, "again": again}))
+"""
+
+
+def run_two_batch_demo(tmp: Path) -> dict[str, Any]:
+    """``flows.demo.run_demo`` on a tiny workspace with the batches ``DEMO_BATCHES``: each batch synthesised
+    (identifiers planted in every DICOM header and report), then retrained through the Prefect flow and
+    pushed to the workspace's DVC remote, with its own temporary Prefect server and database under ``tmp``;
+    then a third retrain with nothing new.
+
+    Returns the workspace ``ws``, ``prefect_home``, the captured ``logs`` (stdout and stderr, DEBUG level),
+    the planted ``needles``, the two retrain ``results`` and the third run's result ``again``.
+    """
+    ws = tiny_workspace(tmp, DEMO_BATCHES, epochs=2)
+    prefect_home = tmp / "prefect-home"
+    child_env = env(
+        EXACT_PSEUDONYM_KEY=DEMO_KEY,
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_LOGGING_LEVEL="DEBUG",
+        # the temporary server needed > 90 s to come up on the loaded 2-core CI machine
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
+    )
+    child_env.pop("PREFECT_API_URL", None)  # its own temporary server, database under PREFECT_HOME
+    tools = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-c", _DEMO_DRIVER, str(ws), str(tools), json.dumps(DEMO_BATCHES)],
+        cwd=ws,
+        env=child_env,
+        capture_output=True,
+        text=True,
+    )
+    logs = tmp / "captured.log"
+    logs.write_text(proc.stdout + "\n" + proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    out = json.loads((tmp / "driver.json").read_text())
+    return {"ws": ws, "prefect_home": prefect_home, "logs": logs, **out}

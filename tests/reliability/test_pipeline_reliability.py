@@ -7,12 +7,12 @@
    leaves no partial file where a later stage reads, and the rerun (``dvc repro <stage>``) gives the
    uninterrupted run's bytes (for train: the documented resume, bit-identical weights on CPU).
 
-One workspace serves all three (the demo is the expensive part); the tests run in file order.
+One workspace serves all three and tests/e2e (the demo is the expensive part: the session fixture
+``two_batch_demo`` of tests/conftest.py runs it once); the tests run in file order.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import shlex
 import shutil
@@ -32,56 +32,17 @@ from reliability_tools import (
     run,
     run_and_kill,
     search,
-    tiny_workspace,
     tree,
 )
+from reliability_tools import DEMO_KEY as KEY
 
 pytestmark = pytest.mark.slow
 
-BATCHES = {"e2e-b1": 8, "e2e-b2": 6}  # the lead's e2e sizes: every split non-empty
-KEY = "rel-audit-key-5c1f0e9a7b3d"  # a unique pseudonymisation key: it must never be written anywhere
-TOOLS = Path(__file__).resolve().parent
-DRIVER = """
-import json, sys
-sys.path.insert(0, sys.argv[2])
-from pathlib import Path
-from flows.demo import synthesise
-from flows.retrain import retrain
-from reliability_tools import plant_identifiers
-ws, needles, results = Path(sys.argv[1]), [], []
-for i, (batch, n) in enumerate(json.loads(sys.argv[3]).items()):
-    inbox = synthesise(ws, batch, n, 7 + i)
-    needles += plant_identifiers(inbox, f"B{i + 1}")
-    results.append(retrain(repo=str(ws), push=False))
-(ws.parent / "driver.json").write_text(json.dumps({"needles": needles, "results": results}))
-"""
-
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("reliability")
-    ws = tiny_workspace(tmp, BATCHES, epochs=2)
-    prefect_home = tmp / "prefect-home"
-    child_env = env(
-        EXACT_PSEUDONYM_KEY=KEY,
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_LOGGING_LEVEL="DEBUG",
-        # the temporary server needed > 90 s to come up on the loaded 2-core CI machine
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
-    )
-    child_env.pop("PREFECT_API_URL", None)  # its own temporary server, database under PREFECT_HOME
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(ws), str(TOOLS), json.dumps(BATCHES)],
-        cwd=ws,
-        env=child_env,
-        capture_output=True,
-        text=True,
-    )
-    logs = tmp / "captured.log"
-    logs.write_text(proc.stdout + "\n" + proc.stderr)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    out = json.loads((tmp / "driver.json").read_text())
-    return {"ws": ws, "prefect_home": prefect_home, "logs": logs, **out}
+def demo(two_batch_demo: dict[str, Any]) -> dict[str, Any]:
+    """The session's two-batch demo run (tests/conftest.py), shared with tests/e2e."""
+    return two_batch_demo
 
 
 def test_privacy_no_planted_identifier_or_key_anywhere(demo: dict[str, Any]) -> None:

@@ -238,7 +238,9 @@ def test_a_lung_mass_is_not_a_lung_nodule(labeller: ReportLabeller) -> None:
     assert labels(labeller, "Millimetric calcific sequela lymph nodes in the mediastinum.") == {
         "Lymphadenopathy": 1
     }
-    assert labels(labeller, "Sequela lymph nodes in the mediastinum and sequelae in the right lung apex.") == {
+    assert labels(
+        labeller, "Sequela lymph nodes in the mediastinum and sequelae in the right lung apex."
+    ) == {
         "Lymphadenopathy": 1,
         "Pulmonary fibrotic sequela": 1,
     }
