@@ -265,8 +265,8 @@ def _half_max_edge(
     The fat threshold lies about half way between soft tissue (~40 HU) and fat (~-100 HU), so against fat
     the first sample below it is the wall. Against lung (-850 HU) or air it is not: the scanner's blur and
     partial volume darken the section's outermost voxel below the fat threshold, and the end fell about one
-    voxel inside the wall (2-3 mm at a 3 mm grid: the descending aorta beside the left lung, the esophagus
-    in the azygo-esophageal recess). There the wall is where the profile crosses the mean of the section's
+    voxel inside the wall (2-3 mm at a 3 mm grid, measured on the descending aorta beside the left lung).
+    There the wall is where the profile crosses the mean of the section's
     level (the samples before the end, beyond ``skip_mm``) and the neighbour's (the darkest sample within
     ``EDGE_WINDOW_MM`` beyond it), interpolated between samples: the usual half-maximum edge.
     """
