@@ -73,14 +73,15 @@ def ray_ends(
     seed: tuple[float, float],
     spacing: Spacing,
     fat_hu: float,
-    blood: np.ndarray | None = None,
+    blood: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boundary points (mm) of the section around ``seed`` (mm) in one slice (:func:`morph.ray_ends`).
 
     ``N_RAYS`` rays up to ``RAY_REACH_MM``; a dark sample within ``LUMEN_MM`` of the seed is the air
     lumen, not the fat around the tube. A ray that ends at dense bone is dropped: the prevertebral
     tissue (longus colli, ligament, fascia) lies between the esophagus and the vertebral body, so the
-    ray ran through it. Only enhanced blood (``blood``: the contrast aorta) is a dense wall of the tube.
+    ray ran through it. Only enhanced blood (``blood``: the contrast aorta's lumen in this slice, all False
+    without contrast) is a dense wall of the tube.
     """
     return _ray_ends(
         hu,
@@ -93,7 +94,7 @@ def ray_ends(
         dense_hu=DENSE_HU,
         step_mm=RAY_STEP_MM,
         skip_mm=LUMEN_MM,
-        dense_edge=np.zeros_like(stop) if blood is None else blood,
+        dense_edge=blood,
     )
 
 
@@ -103,7 +104,7 @@ def fit_section(
     seed: tuple[float, float],
     spacing: Spacing,
     fat_hu: float,
-    blood: np.ndarray | None = None,
+    blood: np.ndarray,
 ) -> tuple[float, float, float] | None:
     """Centre (mm) and radius of the tube's section around ``seed``, or None where the fit fails.
 
@@ -137,7 +138,7 @@ def fit_centre(
     radius: float,
     spacing: Spacing,
     fat_hu: float,
-    blood: np.ndarray | None = None,
+    blood: np.ndarray,
 ) -> tuple[float, float] | None:
     """Centre (mm) of a circle of known ``radius`` through the section's boundary points around ``start``.
 

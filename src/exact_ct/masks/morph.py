@@ -234,8 +234,8 @@ def ray_ends(
     end = ((vals < fat_hu) & (steps[None, :] > skip_mm)) | (vals > dense_hu) | blocked
     hit = end.any(axis=1)
     first = np.argmax(end, axis=1)
+    i = np.arange(n_rays)
     if dense_edge is not None:
-        i = np.arange(n_rays)
         at_dense = vals[i, first] > dense_hu
         edge = (
             ndimage.map_coordinates(dense_edge.view(np.uint8), coords[:, i, first], order=0, mode="constant")
@@ -243,7 +243,7 @@ def ray_ends(
         )
         hit &= ~(at_dense & ~edge)
     r = steps[first] - 0.5 * step_mm
-    r = _half_max_edge(vals, steps, first, hit & ~blocked[np.arange(n_rays), first], fat_hu, skip_mm, r)
+    r = _half_max_edge(vals, steps, step_mm, first, hit & ~blocked[i, first], fat_hu, skip_mm, r)
     return centre[0] + np.cos(angles[hit]) * r[hit], centre[1] + np.sin(angles[hit]) * r[hit]
 
 
@@ -254,6 +254,7 @@ EDGE_WINDOW_MM = 3.0
 def _half_max_edge(
     vals: np.ndarray,
     steps: np.ndarray,
+    step: float,
     first: np.ndarray,
     dark_end: np.ndarray,
     fat_hu: float,
@@ -271,7 +272,6 @@ def _half_max_edge(
     ``EDGE_WINDOW_MM`` beyond it), interpolated between samples: the usual half-maximum edge.
     """
     n_rays, n_samples = vals.shape
-    step = float(steps[1] - steps[0]) if n_samples > 1 else float(steps[0])
     i = np.arange(n_rays)
     window = np.clip(
         first[:, None] + np.arange(int(round(EDGE_WINDOW_MM / step)) + 1)[None, :], 0, n_samples - 1
