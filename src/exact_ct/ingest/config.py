@@ -35,6 +35,16 @@ class IngestConfig:
             (a CT always images air); catches missing rescale intercepts.
         max_hu_p99: the 99th percentile of HU must not exceed this.
         header_chunk: files per header-reading task.
+        allow_burned_in_annotation: images with BurnedInAnnotation = YES (text such as the patient's
+            name drawn into the pixels) are quarantined unless this is true; allowed ones carry the
+            flag ``burned_in_annotation``.
+        min_hu: signed pixel data stored in fewer bits than allocated (PixelRepresentation = 1,
+            BitsStored < BitsAllocated) must not give values below this (other than the padding
+            value): such values are bone read with the wrong sign.
+        max_image_pixels: largest Rows x Columns of one image (the header is checked before any
+            pixel is decoded).
+        max_volume_voxels: largest voxel count of one series or NIfTI volume (frames x Rows x Columns).
+        max_file_mb: largest input file, and largest inflated size of a deflate-compressed DICOM file.
     """
 
     workers: int = 2
@@ -79,3 +89,8 @@ class IngestConfig:
     min_air_share: float = 0.01
     max_hu_p99: float = 3000.0
     header_chunk: int = 256
+    allow_burned_in_annotation: bool = False
+    min_hu: float = -1200.0
+    max_image_pixels: int = 2048 * 2048
+    max_volume_voxels: int = 1024 * 1024 * 1024
+    max_file_mb: float = 2048.0

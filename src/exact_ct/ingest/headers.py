@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,8 +137,22 @@ def read_header(path: str, rel: str, cfg: IngestConfig) -> FileHeader | FileOutc
     """Parse one file's header (stop_before_pixels) and classify it.
 
     Returns a FileHeader for a CT image with usable geometry, otherwise a FileOutcome that names
-    the skip reason or the quarantine rule.
+    the skip reason or the quarantine rule (carrying the header's identifying values, so that the
+    file's path can be scrubbed of them too).
     """
+    ds = _parse(path, rel, cfg)
+    if isinstance(ds, FileOutcome):
+        return ds
+    result = _classify(ds, path, rel, cfg)
+    if isinstance(result, FileOutcome):
+        return dataclasses.replace(result, identifiers=identifying_strings(ds))
+    return result
+
+
+def _parse(path: str, rel: str, cfg: IngestConfig) -> Dataset | FileOutcome:
+    too_big = _size_failure(path, rel, cfg)
+    if too_big is not None:
+        return too_big
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
@@ -152,7 +167,10 @@ def read_header(path: str, rel: str, cfg: IngestConfig) -> FileHeader | FileOutc
         return FileOutcome(
             rel, "quarantined", "unreadable_file", f"DICOM header cannot be parsed ({type(e).__name__})"
         )
+    return ds
 
+
+def _classify(ds: Dataset, path: str, rel: str, cfg: IngestConfig) -> FileHeader | FileOutcome:
     meta = getattr(ds, "file_meta", None)
     sop_class = _str(ds, "SOPClassUID") or (_str(meta, "MediaStorageSOPClassUID") if meta is not None else "")
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
@@ -167,13 +185,23 @@ def read_header(path: str, rel: str, cfg: IngestConfig) -> FileHeader | FileOutc
             return FileOutcome(
                 rel, "quarantined", "not_ct", "Modality tag missing and SOP class is not a CT image"
             )
-    elif modality != "CT":
-        return FileOutcome(rel, "quarantined", "not_ct", f"Modality is {modality[:16]}, not CT")
+    elif modality != "CT":  # the message names the rule, never the header's value
+        return FileOutcome(rel, "quarantined", "not_ct", "Modality is not CT")
 
     image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ()))
     description = _str(ds, "SeriesDescription").upper()
     if any(k in image_type or k in description for k in cfg.localizer_keywords):
         return FileOutcome(rel, "skipped", "localizer", "scout/localizer image")
+    if _str(ds, "BurnedInAnnotation").upper() == "YES":
+        if not cfg.allow_burned_in_annotation:
+            return FileOutcome(
+                rel,
+                "quarantined",
+                "burned_in_annotation",
+                "BurnedInAnnotation is YES: identifying text may be drawn into the pixels "
+                "(allow_burned_in_annotation=false)",
+            )
+        flags.append("burned_in_annotation")
 
     ts = str(meta.get("TransferSyntaxUID", IMPLICIT_VR_LE)) if meta is not None else IMPLICIT_VR_LE
     from pydicom.pixels import get_decoder
@@ -187,16 +215,33 @@ def read_header(path: str, rel: str, cfg: IngestConfig) -> FileHeader | FileOutc
             rel,
             "quarantined",
             "unsupported_transfer_syntax",
-            f"no installed decoder for transfer syntax {ts[:64]}; install the matching pylibjpeg plug-in",
+            f"no installed decoder for transfer syntax {_ts_name(ts)}; install the matching pylibjpeg plug-in",
         )
 
     multiframe = "PerFrameFunctionalGroupsSequence" in ds
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if rows * cols > cfg.max_image_pixels:  # before anything sized by the header is allocated
+        return FileOutcome(
+            rel,
+            "quarantined",
+            "oversized_image",
+            f"{rows} x {cols} pixels per image, above max_image_pixels={cfg.max_image_pixels}",
+        )
+    n_frames = int(ds.get("NumberOfFrames") or 1) if multiframe else 1
+    if n_frames * rows * cols > cfg.max_volume_voxels:
+        return FileOutcome(
+            rel,
+            "quarantined",
+            "oversized_image",
+            f"{n_frames} frames of {rows} x {cols}, above max_volume_voxels={cfg.max_volume_voxels}",
+        )
     try:
         geometry = _multiframe_geometry(ds) if multiframe else _single_geometry(ds)
+    except RescaleError as e:
+        return FileOutcome(rel, "quarantined", "invalid_rescale", str(e))
     except ValueError as e:
         return FileOutcome(rel, "quarantined", "missing_geometry", str(e))
     iop, pixel_spacing, thickness, frames = geometry
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows < 1 or cols < 1:
         return FileOutcome(rel, "quarantined", "missing_geometry", "Rows/Columns missing")
 
@@ -227,6 +272,80 @@ def read_header(path: str, rel: str, cfg: IngestConfig) -> FileHeader | FileOutc
     )
 
 
+class RescaleError(ValueError):
+    """RescaleSlope / RescaleIntercept present but unusable (rule invalid_rescale)."""
+
+
+def _rescale(src: Dataset, where: str = "") -> tuple[float, float]:
+    """(slope, intercept); an absent element takes the identity value (1, 0), a present one must be a
+    finite number (and the slope non-zero): a NaN slope must never silently become 1.0."""
+    out = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        if keyword not in src:
+            out.append(default)
+            continue
+        try:
+            raw = src[keyword].value
+            value = float(raw[0] if isinstance(raw, pydicom.multival.MultiValue) else raw)
+        except (TypeError, ValueError, IndexError):
+            value = math.nan
+        if not math.isfinite(value) or (keyword == "RescaleSlope" and value == 0.0):
+            raise RescaleError(f"{where}{keyword} is empty, not a finite number, or zero")
+        out.append(value)
+    return out[0], out[1]
+
+
+def _ts_name(ts: str) -> str:
+    """A transfer syntax's registered name, or 'not registered' (never an arbitrary header string)."""
+    uid = pydicom.uid.UID(ts)
+    return f"{uid.name} ({ts})" if uid.is_transfer_syntax else "(an unregistered UID)"
+
+
+def _size_failure(path: str, rel: str, cfg: IngestConfig) -> FileOutcome | None:
+    """oversized_file for a file above max_file_mb, or a deflated DICOM that inflates beyond it
+    (pydicom inflates the whole dataset in memory, even for a header-only read)."""
+    import zlib
+
+    cap = int(cfg.max_file_mb * 1024 * 1024)
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return None  # dcmread reports the file as unreadable
+    if size > cap:
+        return FileOutcome(
+            rel,
+            "quarantined",
+            "oversized_file",
+            f"{size / 2**20:.0f} MB, above max_file_mb={cfg.max_file_mb:g}",
+        )
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception:
+        return None
+    if str(meta.get("TransferSyntaxUID", "")) != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return None
+    group_length = int(meta.get("FileMetaInformationGroupLength", 0) or 0)
+    with open(path, "rb") as f:
+        head = f.read(132)
+        if head[128:132] != b"DICM" or group_length <= 0:
+            return None
+        f.seek(132 + 12 + group_length)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflated = 0
+        while chunk := f.read(1 << 20):
+            while chunk:
+                inflated += len(inflater.decompress(chunk, 1 << 24))
+                chunk = inflater.unconsumed_tail
+                if inflated > cap:
+                    return FileOutcome(
+                        rel,
+                        "quarantined",
+                        "oversized_file",
+                        f"deflated file inflates beyond max_file_mb={cfg.max_file_mb:g} (compressed {size} bytes)",
+                    )
+    return None
+
+
 def _thickness(ds: Dataset | None) -> float | None:
     if ds is None:
         return None
@@ -248,9 +367,8 @@ def _single_geometry(
     if missing:
         raise ValueError(f"{', '.join(missing)} missing or malformed")
     assert iop is not None and ipp is not None and ps is not None
-    slope = _floats([ds.get("RescaleSlope", 1)], 1) or (1.0,)
-    intercept = _floats([ds.get("RescaleIntercept", 0)], 1) or (0.0,)
-    frame = FrameGeometry((ipp[0], ipp[1], ipp[2]), slope[0], intercept[0])
+    slope, intercept = _rescale(ds)
+    frame = FrameGeometry((ipp[0], ipp[1], ipp[2]), slope, intercept)
     return iop, (ps[0], ps[1]), _thickness(ds), (frame,)
 
 
@@ -280,10 +398,8 @@ def _multiframe_geometry(
             iop0, ps0, thickness = iop, ps, _thickness(measures)
         elif max(abs(a - b) for a, b in zip(iop, iop0, strict=True)) > 1e-4 or ps != ps0:
             raise ValueError(f"frame {i + 1}: orientation or pixel spacing differs from frame 1")
-        src = transform if transform is not None else ds
-        slope = _floats([src.get("RescaleSlope", 1)], 1) or (1.0,)
-        intercept = _floats([src.get("RescaleIntercept", 0)], 1) or (0.0,)
-        frames.append(FrameGeometry((ipp[0], ipp[1], ipp[2]), slope[0], intercept[0]))
+        slope, intercept = _rescale(transform if transform is not None else ds, f"frame {i + 1}: ")
+        frames.append(FrameGeometry((ipp[0], ipp[1], ipp[2]), slope, intercept))
     if iop0 is None or ps0 is None:
         raise ValueError("no frames")
     return iop0, (ps0[0], ps0[1]), thickness, tuple(frames)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import errno
+import io
 import logging
 import os
 import re
@@ -234,13 +237,84 @@ def _build_series(headers: list[FileHeader], series_hash_of: Any) -> list[Series
     return specs
 
 
-def _read_reports(drop: Path) -> list[dict[str, str]]:
+def _display(path: str) -> str:
+    """A path safe to write as UTF-8: undecodable bytes of a file name are shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _path_max(drop: Path) -> int:
+    try:
+        return int(os.pathconf(drop, "PC_PATH_MAX"))
+    except (OSError, ValueError):
+        return 4096
+
+
+def _walk_failure(error: OSError, drop: Path) -> FileOutcome:
+    """One quarantined input for a folder os.walk could not list."""
+    where = str(error.filename or drop)
+    try:
+        rel = Path(where).relative_to(drop).as_posix()
+    except ValueError:
+        rel = where
+    rel = _display(rel) + "/"
+    if error.errno == errno.ENAMETOOLONG:
+        return FileOutcome(
+            rel,
+            "quarantined",
+            "path_too_long",
+            "folder path longer than the OS allows; its files cannot be read",
+        )
+    return FileOutcome(
+        rel, "quarantined", "unreadable_file", f"folder cannot be listed ({type(error).__name__})"
+    )
+
+
+def _path_failure(path: str, rel: str, path_max: int) -> FileOutcome | None:
+    """path_too_long / non_utf8_path for a file ingest must not open, else None."""
+    if _SURROGATE_RE.search(rel):
+        return FileOutcome(
+            _display(rel),
+            "quarantined",
+            "non_utf8_path",
+            "file or folder name is not valid UTF-8; rename it (the path is shown with \\x escapes)",
+        )
+    if len(os.fsencode(os.path.abspath(path))) >= path_max:
+        return FileOutcome(
+            rel,
+            "quarantined",
+            "path_too_long",
+            f"path longer than the OS limit ({path_max} bytes); move it up",
+        )
+    return None
+
+
+def _read_reports(drop: Path) -> tuple[list[dict[str, str]], str]:
+    """The rows of reports.csv, and the file's likely encoding when it is not UTF-8 ("" when it is)."""
     import pandas as pd
 
     path = drop / "reports.csv"
     if not path.exists():
         log.warning("no reports.csv in the drop: every study will lack a report")
-        return []
+        return [], ""
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:4096]:
+        raise ValueError(
+            f"{path}: the file is UTF-16 encoded (byte-order mark or NUL bytes); expected UTF-8. "
+            "Re-export it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)"
+        )
+    header = next(csv.reader(io.StringIO(raw.decode("utf-8-sig", "replace"))), [])
+    repeated = sorted({c.strip() for c in header if [h.strip() for h in header].count(c.strip()) > 1})
+    if repeated:
+        raise ValueError(
+            f"{path}: column(s) {repeated} appear more than once in the header row; "
+            "keep one of each (which copy is the real one cannot be told)"
+        )
+    encoding = ""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Spreadsheet exports without UTF-8 are nearly always Windows-1252 / Latin-1.
+        encoding = "Windows-1252 (Latin-1)" if _decodes(raw, "cp1252") else "an unknown encoding"
     # surrogateescape keeps undecodable bytes as lone surrogates, so one badly encoded row is
     # quarantined (rule invalid_utf8) instead of failing the whole batch.
     frame = pd.read_csv(
@@ -258,7 +332,15 @@ def _read_reports(drop: Path) -> list[dict[str, str]]:
         if any(_SURROGATE_RE.search(v) for v in r.values()):
             r = {c: "" for c in REPORT_COLUMNS} | {_INVALID: "1"}
         rows.append(r)
-    return rows
+    return rows, encoding
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- main entry
@@ -284,17 +366,28 @@ def ingest_drop(
         raise FileNotFoundError(f"{drop}: drop folder not found")
     meta = {drop / name for name in DROP_META_FILES}
     # os.walk follows folder links (drops are often assembled from links); a dangling link is listed
-    # as a file and quarantined as unreadable, never silently dropped.
+    # as a file and quarantined as unreadable, never silently dropped. A folder that cannot be listed
+    # (path over the OS limit, no permission) is one quarantined input, never silently left out.
+    walk_errors: list[OSError] = []
     files = sorted(
         p
-        for root, _dirs, names in os.walk(drop, followlinks=True)
+        for root, _dirs, names in os.walk(drop, followlinks=True, onerror=walk_errors.append)
         for p in (Path(root) / n for n in names)
         if p not in meta
     )
     rels = {str(p): p.relative_to(drop).as_posix() for p in files}
-    log.info("ingest: %d input files", len(files))
-
-    outcomes: list[FileOutcome] = []
+    outcomes: list[FileOutcome] = [_walk_failure(e, drop) for e in walk_errors]
+    path_max = _path_max(drop)
+    readable = []
+    for p in files:
+        failure = _path_failure(str(p), rels[str(p)], path_max)
+        if failure is not None:
+            outcomes.append(failure)
+        else:
+            readable.append(p)
+    log.info("ingest: %d input files (%d folders not listable)", len(files), len(walk_errors))
+    n_inputs = len(files) + len(walk_errors)
+    files = readable
     studies: dict[tuple[str, str], _Study] = {}
 
     def study_for(k: tuple[str, str], accession: str) -> _Study:
@@ -327,7 +420,9 @@ def ingest_drop(
                 k = ("dir", str(Path(item.rel).parent))
             study_for(k, item.accession).headers.append(item)
 
-    reports = _read_reports(drop)
+    reports, report_encoding = _read_reports(drop)
+    if report_encoding:
+        log.warning("reports.csv is not valid UTF-8; it looks like %s", report_encoding)
     report_rows: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(reports):
         if _INVALID not in r:
@@ -335,11 +430,11 @@ def ingest_drop(
 
     # Identifiers of the whole drop, used to scrub paths written to quarantine.csv / skipped.csv.
     path_table: dict[str, str] = {}
-    for st in studies.values():
-        for h in st.headers:
-            for ident in h.identifiers:
-                for part in name_parts(ident):
-                    path_table[part.lower()] = "[REDACTED]"
+    header_idents = [i for st in studies.values() for h in st.headers for i in h.identifiers]
+    header_idents += [i for o in outcomes for i in o.identifiers]  # skipped / quarantined files too
+    for ident in header_idents:
+        for part in name_parts(ident):
+            path_table[part.lower()] = "[REDACTED]"
     for r in reports:
         for part in name_parts(r["patient_id"]):
             path_table[part.lower()] = "[REDACTED]"
@@ -429,7 +524,10 @@ def ingest_drop(
         sid = accession_to_study.get(acc) if acc else None
         where = f"reports.csv:line {i + 2}"
         if _INVALID in r:
-            msg = "report row is not valid UTF-8; re-export reports.csv as UTF-8"
+            msg = (
+                f"report row is not valid UTF-8 (reports.csv looks like {report_encoding}); "
+                "re-export reports.csv as UTF-8"
+            )
             report_quarantine.append(FileOutcome(where, "quarantined", "invalid_utf8", msg))
             continue
         if sid is None:
@@ -503,7 +601,7 @@ def ingest_drop(
     units = len(studies) + n_orphans
     share = (n_quarantined_studies + n_orphans) / units if units else 1.0
     summary: dict[str, Any] = {
-        "files_in": len(files),
+        "files_in": n_inputs,
         "files_used": file_status["used"],
         "files_skipped": dict(sorted(Counter(o.rule for o in outcomes if o.status == "skipped").items())),
         "files_quarantined": dict(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 #: Quarantine rules, in the order they are checked for a series (file rules first). Each entry says
@@ -10,6 +10,12 @@ from types import MappingProxyType
 RULES: MappingProxyType[str, str] = MappingProxyType(
     {
         "unreadable_file": "not a DICOM/NIfTI file, or truncated / corrupt so it cannot be parsed",
+        "path_too_long": "a file or folder path longer than the OS allows (PATH_MAX): it cannot be opened",
+        "non_utf8_path": "a file or folder name that is not valid UTF-8 (the path is written with escapes)",
+        "oversized_file": "file larger than max_file_mb, or a deflated DICOM inflating beyond it",
+        "oversized_image": "Rows x Columns above max_image_pixels, or frames/volume above max_volume_voxels",
+        "burned_in_annotation": "BurnedInAnnotation = YES (text drawn into the pixels; allow_burned_in_annotation)",
+        "invalid_rescale": "RescaleSlope / RescaleIntercept present but empty, not a number, non-finite, or slope 0",
         "not_ct": "Modality is not CT (or missing with a non-CT SOP class)",
         "missing_geometry": "no usable ImagePositionPatient / ImageOrientationPatient / PixelSpacing",
         "unsupported_transfer_syntax": "no installed decoder for the file's transfer syntax",
@@ -22,6 +28,7 @@ RULES: MappingProxyType[str, str] = MappingProxyType(
         "duplicate_slices": "two slices with identical, non-constant pixel data (check_duplicate_pixels)",
         "too_few_slices": "fewer slices than min_slices",
         "implausible_hu": "values outside int16 after rescale, too little air, or 99th percentile above max_hu_p99",
+        "pixel_sign_error": "signed pixels stored in fewer bits than allocated give values below min_hu (bone read as negative)",
         "not_chest": "BodyPartExamined in non_chest_body_parts, or lung-density share below min_lung_share",
         "duplicate_accession": "one accession number on several studies/patients, or on several report rows",
         "study_without_report": "imaging study whose accession number has no row in reports.csv (require_report)",
@@ -48,6 +55,8 @@ class FileOutcome:
     status: str
     rule: str = ""
     message: str = ""
+    #: identifying header values of a skipped/quarantined DICOM file, used only to scrub paths
+    identifiers: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 class QCFailure(Exception):

@@ -103,8 +103,15 @@ def _to_hu(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     return hu.astype(np.int16)
 
 
-def _read_pixels(path: str, frames: list[int | None]) -> tuple[dict[int | None, np.ndarray], str]:
-    """Decode the requested frames of one file and hash its bytes (the file is read once)."""
+def _read_pixels(
+    path: str, frames: list[int | None]
+) -> tuple[dict[int | None, np.ndarray], str, float | None]:
+    """Decode the requested frames of one file and hash its bytes (the file is read once).
+
+    The third value is the padding value to ignore when the pixels are signed but stored in fewer
+    bits than allocated (pydicom then sign-extends from the top stored bit, so a wrongly declared
+    PixelRepresentation turns bone negative), else None: no sign check is needed.
+    """
     import pydicom
 
     data = Path(path).read_bytes()
@@ -126,6 +133,16 @@ def _read_pixels(path: str, frames: list[int | None]) -> tuple[dict[int | None, 
             "unreadable_file",
             f"pixel data cannot be decoded ({type(e).__name__}); file truncated or corrupt?",
         ) from None
+    signed_partial = int(ds.get("PixelRepresentation", 0) or 0) == 1 and int(
+        ds.get("BitsStored", 16) or 16
+    ) < int(ds.get("BitsAllocated", 16) or 16)
+    padding: float | None = None
+    if signed_partial:
+        # Padding: PixelPaddingValue, else the lowest value when it fills the image corner (the area
+        # outside the reconstruction circle); bone is never there. NaN: no padding, every value counts.
+        pad = ds.get("PixelPaddingValue")
+        corner = arr.reshape(-1, *arr.shape[-2:])[0, 0, 0]
+        padding = float(pad) if isinstance(pad, int) else float(corner) if corner == arr.min() else math.nan
     n_frames = int(ds.get("NumberOfFrames") or 1)
     if n_frames > 1 and arr.ndim != 3:
         raise QCFailure("unreadable_file", f"expected {n_frames} frames, decoded shape {arr.shape}")
@@ -137,7 +154,7 @@ def _read_pixels(path: str, frames: list[int | None]) -> tuple[dict[int | None, 
             out[f] = arr
         else:
             out[f] = arr[f]
-    return out, digest
+    return out, digest, padding
 
 
 def assemble_series(spec: SeriesSpec, cfg: IngestConfig) -> Volume:
@@ -149,6 +166,15 @@ def assemble_series(spec: SeriesSpec, cfg: IngestConfig) -> Volume:
     """
     ordered = sort_slices(spec)
     n_all = len(ordered)
+    if n_all * spec.rows * spec.cols > cfg.max_volume_voxels:  # before the buffer is allocated
+        raise SeriesFailure(
+            QCFailure(
+                "oversized_image",
+                f"series {spec.series_hash}: {n_all} x {spec.rows} x {spec.cols} voxels, "
+                f"above max_volume_voxels={cfg.max_volume_voxels}",
+            ),
+            {},
+        )
     # (slice, row, col) in C order: each decoded slice is one contiguous write, and the transposed
     # view (col, row, slice) = (x, y, z) is Fortran-contiguous, which NIfTI writes without a copy.
     buf = np.empty((n_all, spec.rows, spec.cols), dtype=np.int16)
@@ -163,7 +189,7 @@ def assemble_series(spec: SeriesSpec, cfg: IngestConfig) -> Volume:
     for path, idx in by_path.items():
         rel = ordered[idx[0]].rel
         try:
-            pixels, digests[path] = _read_pixels(path, [ordered[k].frame for k in idx])
+            pixels, digests[path], padding = _read_pixels(path, [ordered[k].frame for k in idx])
             for k in idx:
                 s = ordered[k]
                 raw = pixels[s.frame]
@@ -174,6 +200,14 @@ def assemble_series(spec: SeriesSpec, cfg: IngestConfig) -> Volume:
                 except QCFailure as e:
                     hu_failure = hu_failure or e
                     continue
+                if padding is not None:
+                    low = int(np.count_nonzero((buf[k] < cfg.min_hu) & (raw != padding)))
+                    if low:
+                        raise QCFailure(
+                            "pixel_sign_error",
+                            f"{low} voxel(s) below min_hu={cfg.min_hu:g} HU in signed pixel data stored in "
+                            "fewer bits than allocated: PixelRepresentation is probably wrong (bone read as negative)",
+                        )
                 if cfg.check_duplicate_pixels and raw.min() != raw.max():
                     # constant (padding) slices may legitimately repeat, so they are not hashed
                     slice_hashes[k] = hashlib.sha256(buf[k].tobytes()).digest()
@@ -311,7 +345,7 @@ def check_content(
     if p99 > cfg.max_hu_p99:
         raise fail("implausible_hu", f"99th percentile {p99:.0f} HU above max_hu_p99={cfg.max_hu_p99:.0f}")
     if body_part and body_part in cfg.non_chest_body_parts:
-        raise fail("not_chest", f"BodyPartExamined is {body_part[:20]}")
+        raise fail("not_chest", "BodyPartExamined is in non_chest_body_parts")
     above = sub > -950
     lung = float((above & (sub < -650)).sum() / max(int(above.sum()), 1))
     if lung < cfg.min_lung_share:
@@ -324,9 +358,20 @@ def load_nifti_input(path: str, cfg: IngestConfig) -> Volume:
     def fail(rule: str, message: str) -> SeriesFailure:
         return SeriesFailure(QCFailure(rule, f"NIfTI input: {message}"), {})
 
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if size > cfg.max_file_mb * 1024 * 1024:
+        raise fail("oversized_file", f"{size / 2**20:.0f} MB, above max_file_mb={cfg.max_file_mb:g}")
     try:
         img: Any = nib.load(path)
+        voxels = math.prod(int(v) for v in img.shape)
+        if voxels > cfg.max_volume_voxels:  # the header is read; the data would be allocated next
+            raise fail(
+                "oversized_image",
+                f"shape {tuple(img.shape)} ({voxels} voxels) above max_volume_voxels={cfg.max_volume_voxels}",
+            )
         data = np.asanyarray(img.dataobj)
+    except SeriesFailure:
+        raise
     except Exception as e:
         raise fail("unreadable_file", f"cannot be read ({type(e).__name__}); truncated?") from None
     if data.ndim == 4 and data.shape[3] == 1:
