@@ -201,7 +201,7 @@ def test_kill9_train_resumes_to_the_uninterrupted_weights(demo: dict[str, Any]) 
         partial = tree(package)
         assert [k for k in partial if reference.get(k) != partial[k]] == []  # the package: all or nothing
         for ckpt in sorted(checkpoints.glob("*.pt")) if checkpoints.is_dir() else []:
-            torch.load(ckpt, map_location="cpu", weights_only=False)  # every visible checkpoint loads
+            torch.load(ckpt, map_location="cpu", weights_only=True)  # every visible checkpoint loads
         if checkpoints.is_dir():
             assert all(is_atomic_temp(checkpoints / h) for h in hidden_files(checkpoints))
     assert killed >= 1

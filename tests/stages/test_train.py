@@ -130,7 +130,7 @@ def test_resume_after_a_kill_mid_epoch_gives_identical_weights(dataset: Path, tm
             seed=7,
             stop_after_steps=4,
         )
-    assert torch.load(tmp_path / "cb" / LAST, weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "cb" / LAST, weights_only=True)["epoch"] == 1
     resumed = train(
         _cfg(checkpoint_every_steps=1),
         dataset / "ds",
@@ -145,6 +145,30 @@ def test_resume_after_a_kill_mid_epoch_gives_identical_weights(dataset: Path, tm
     assert (tmp_path / "ra/plots/metrics/train/loss.tsv").read_text() == (
         tmp_path / "rb/plots/metrics/train/loss.tsv"
     ).read_text()
+
+
+class _Payload:
+    """Pickles to a call of Path.touch: whoever unpickles it runs code (a tampered checkpoint)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_tampered_checkpoint_with_a_pickled_payload_is_refused(dataset: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    ckpt = tmp_path / "ck" / LAST
+    ckpt.parent.mkdir()
+    torch.save({"config_hash": "x", "model": {}, "epoch": _Payload(marker)}, ckpt)
+    torch.load(ckpt, weights_only=False)  # positive control: the old way runs the payload
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(RuntimeError, match=r"last.pt: refused: not a weights-only checkpoint"):
+        train(_cfg(), dataset / "ds", tmp_path / "m", tmp_path / "r", tmp_path / "ck", seed=7)
+    assert not marker.exists()
+    assert not (tmp_path / "m" / "weights.pt").exists()
 
 
 def test_same_seed_same_metrics_other_seed_other_weights(dataset: Path, tmp_path: Path) -> None:
@@ -220,7 +244,7 @@ def test_kill_dash_9_then_rerun_continues_to_the_same_weights(dataset: Path, tmp
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed"
-    killed_at = torch.load(last, weights_only=False)
+    killed_at = torch.load(last, weights_only=True)
     assert (killed_at["epoch"], killed_at["step"]) < (3, 0) and not (tmp_path / "m" / "weights.pt").exists()
     assert subprocess.run(args, cwd=repo, env=env, capture_output=True).returncode == 0
     cfg = from_dict(TrainConfig, params["train"], "train")

@@ -135,13 +135,50 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The three generators' states as tensors and plain values only, so that a checkpoint loads with
+    ``torch.load(weights_only=True)`` (numpy's key array would need unpickling numpy globals)."""
+    np_state = np.random.get_state(legacy=False)
+    np_plain = {
+        "bit_generator": str(np_state["bit_generator"]),
+        "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+        "pos": int(np_state["state"]["pos"]),
+        "has_gauss": int(np_state["has_gauss"]),
+        "gauss": float(np_state["gauss"]),
+    }
+    return {"torch": torch.get_rng_state(), "numpy": np_plain, "python": random.getstate()}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    s = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": s["bit_generator"],
+            "state": {"key": s["key"].numpy().astype(np.uint32), "pos": s["pos"]},
+            "has_gauss": s["has_gauss"],
+            "gauss": s["gauss"],
+        }
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, loaded weights-only: tensors and plain containers, never pickled code.
+
+    A checkpoint holding anything else (tampered, or written before checkpoints were weights-only)
+    is refused with an error naming the file instead of being unpickled.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(
+            f"{path}: refused: not a weights-only checkpoint (it holds pickled objects other than tensors "
+            f"and plain values: tampered, or written by an older version). Delete it to train from scratch. "
+            f"({str(e).splitlines()[0][:200]})"
+        ) from None
 
 
 def _autocast(device: torch.device, amp: str) -> Any:
@@ -329,7 +366,7 @@ def train(
     }
     last = checkpoints_dir / LAST
     if last.is_file():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(last, device)
         if ckpt.get("config_hash") == chash:
             net.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -508,7 +545,7 @@ def _finish(
     """Best weights -> thresholds on validation -> model package and final metrics."""
     best = checkpoints_dir / BEST
     if best.is_file():
-        net.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])
+        net.load_state_dict(load_checkpoint(best, device)["model"])
     ev = evaluate_split(net, pool, val_ds, profile.pooling.k_test, device, amp)
     valid = val_ds.uncertain < 0.5
     thresholds = M.youden_thresholds(val_ds.labels, ev["probs"], valid)
