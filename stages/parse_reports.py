@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(args.summary, {"batch": args.batch, **summary.as_dict()})
     print(
         f"parse_reports@{args.batch}: labelled {summary.labelled} of {summary.rows_read} reports, "
-        f"{summary.quarantined} quarantined, {summary.mentions} mentions",
+        f"{summary.quarantined} quarantined, {summary.mentions} mentions"
+        + (f", learned layer changed {summary.layer_changed} labels" if cfg.learned_layer else ""),
         file=sys.stderr,
     )
     if summary.quarantine_share > cfg.max_quarantine_share:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register": ("register", "move a complete hospital drop into data/raw/<batch> and track it with DVC"),
     "ingest": ("ingest", "DICOM/NIfTI drop -> canonical de-identified volumes, manifest, quarantine"),
     "label-reports": ("label_reports", "label free-text reports for the 18 abnormalities"),
+    "fit-labeller": ("fit_labeller", "fit the report labeller's learned layer on manually labelled reports"),
     "pseudo-masks": ("pseudo_masks", "organ label map (ids 0-9) for one CT volume"),
     "import-totalseg": ("import_totalseg", "convert a TotalSegmentator `total` label map to our organ map"),
     "infer": ("infer", "run a published model on one study: probabilities, organs, anomaly maps, report"),

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from exact_ct.io import atomic_path
+from exact_ct.io import atomic_path, sha256_file
 from exact_ct.reports.labeller import DEFAULT_IGNORED_SECTIONS, ReportLabeller
+from exact_ct.reports.learned import LAYER_FILE, LearnedLayer, load_layer
 from exact_ct.reports.policy import BinaryPolicy, to_binary
 from exact_ct.reports.rules import RuleSet, load_rules
 from exact_ct.reports.table import QUARANTINE_COLUMNS, ReportTable
@@ -44,6 +45,7 @@ class ChunkResult(NamedTuple):
     labels: list[tuple[str, tuple[int | None, ...]]]
     n_mentions: int
     evidence_csv: str
+    n_changed: int = 0  # labels the learned layer changed
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,25 @@ class LabelConfig:
     max_chars: int = 50_000
     max_quarantine_share: float = 0.5
     rules_dir: str | None = None
+    #: apply ``learned_layer.json`` of the rules folder (``exact fit-labeller``) on top of the rules
+    learned_layer: bool = False
     ignore_sections: tuple[str, ...] = DEFAULT_IGNORED_SECTIONS
     binary_policy: BinaryPolicy = field(default_factory=BinaryPolicy)
 
 
 # One labeller per process (rule objects do not pickle): built in the parent, which forked workers
 # inherit, or by the pool initializer where processes are spawned. A later run in the same process
-# with equal rules and ignored sections reuses it.
+# with equal rules and ignored sections reuses it. The learned layer, when on, is applied after it.
 _LABELLER: ReportLabeller | None = None
+_LAYER: LearnedLayer | None = None
 
 
-def _init_worker(rules: RuleSet, ignore_sections: tuple[str, ...]) -> None:
-    global _LABELLER
+def _init_worker(rules: RuleSet, ignore_sections: tuple[str, ...], layer: LearnedLayer | None = None) -> None:
+    global _LABELLER, _LAYER
     current = _LABELLER
     if current is None or current.rules != rules or current.ignore_sections != frozenset(ignore_sections):
         _LABELLER = ReportLabeller(rules, ignore_sections)
+    _LAYER = layer
 
 
 def _fmt_size(v: float | None) -> str:
@@ -84,6 +90,15 @@ def label_chunk(chunk: Chunk) -> ChunkResult:
     writer = csv.writer(buf, lineterminator="\n")
     n_mentions = 0
     results = _LABELLER.label_many([text for _, text in chunk])
+    n_changed = 0
+    if _LAYER is not None:
+        layered = [_LAYER.apply(r) for r in results]
+        n_changed = sum(
+            a != b
+            for r, s in zip(results, layered, strict=True)
+            for a, b in zip(r.labels, s.labels, strict=True)
+        )
+        results = layered
     for (rid, _), res in zip(chunk, results, strict=True):
         writer.writerows(
             (rid, m.abnormality, "" if m.value is None else m.value, m.start_char, m.end_char, m.section,
@@ -92,7 +107,7 @@ def label_chunk(chunk: Chunk) -> ChunkResult:
         )  # fmt: skip
         n_mentions += len(res.mentions)
         labels.append((rid, res.labels))
-    return ChunkResult(labels, n_mentions, buf.getvalue())
+    return ChunkResult(labels, n_mentions, buf.getvalue(), n_changed)
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[Chunk]:
@@ -102,14 +117,18 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[Chunk]:
 
 
 def map_chunks(
-    chunks: Iterable[Chunk], rules: RuleSet, ignore_sections: tuple[str, ...], workers: int
+    chunks: Iterable[Chunk],
+    rules: RuleSet,
+    ignore_sections: tuple[str, ...],
+    workers: int,
+    layer: LearnedLayer | None = None,
 ) -> Iterator[ChunkResult]:
     """Label chunks in order with at most ``2 * workers`` chunks in flight, so memory stays flat.
 
     ``exact_ct.parallel.map_ordered`` materialises its whole input first; this streams it instead. The
     medspacy pipeline is built once, in this process, before the workers fork.
     """
-    _init_worker(rules, ignore_sections)
+    _init_worker(rules, ignore_sections, layer)
     if workers <= 1:
         yield from map(label_chunk, chunks)
         return
@@ -119,7 +138,7 @@ def map_chunks(
     if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux"):
         pool_kwargs: dict[str, Any] = {"mp_context": multiprocessing.get_context("fork")}
     else:
-        pool_kwargs = {"initializer": _init_worker, "initargs": (rules, ignore_sections)}
+        pool_kwargs = {"initializer": _init_worker, "initargs": (rules, ignore_sections, layer)}
     with ProcessPoolExecutor(max_workers=workers, **pool_kwargs) as pool:
         pending: list[Future[ChunkResult]] = []
         it = iter(chunks)
@@ -154,6 +173,8 @@ class LabelSummary:
     id_column: str = ""
     text_columns: list[str] = field(default_factory=list)
     rules_digest: str = ""
+    layer_digest: str = ""
+    layer_changed: int = 0
 
     @property
     def quarantine_share(self) -> float:
@@ -173,6 +194,8 @@ class LabelSummary:
             "id_column": self.id_column,
             "text_columns": self.text_columns,
             "rules_sha256": self.rules_digest,
+            "learned_layer_sha256": self.layer_digest,
+            "learned_layer_changed": self.layer_changed,
         }
 
 
@@ -200,12 +223,19 @@ def label_table(
     """
     cfg = config or LabelConfig()
     rules = load_rules(cfg.rules_dir)
+    layer = None
+    layer_digest = ""
+    if cfg.learned_layer:
+        layer_path = Path(rules.source) / LAYER_FILE
+        layer = load_layer(layer_path, rules.digest)
+        layer_digest = sha256_file(layer_path)
     table = ReportTable(in_path, id_column, text_columns, max_chars=cfg.max_chars)
     summary = LabelSummary(
         delimiter=table.delimiter,
         id_column=table.id_name,
         text_columns=table.text_names,
         rules_digest=rules.digest,
+        layer_digest=layer_digest,
     )
     counts: dict[str, Counter[str]] = {a: Counter() for a in ABNORMALITIES}
     positives: Counter[str] = Counter()
@@ -219,7 +249,8 @@ def label_table(
             ev_tmp = stack.enter_context(atomic_path(evidence_out))
             ef = stack.enter_context(open(ev_tmp, "w", encoding="utf-8", newline=""))
             csv.writer(ef, lineterminator="\n").writerow(EVIDENCE_COLUMNS)
-        for result in map_chunks(_chunks(table, cfg.chunk_size), rules, cfg.ignore_sections, cfg.workers):
+        chunks = _chunks(table, cfg.chunk_size)
+        for result in map_chunks(chunks, rules, cfg.ignore_sections, cfg.workers, layer):
             for rid, labels in result.labels:
                 binary_labels = [to_binary(v, cfg.binary_policy) for v in labels]
                 lw.writerow([rid, *(_cell(v) for v in (binary_labels if binary else labels))])
@@ -229,6 +260,7 @@ def label_table(
             if ef is not None:
                 ef.write(result.evidence_csv)
             summary.mentions += result.n_mentions
+            summary.layer_changed += result.n_changed
             summary.labelled += len(result.labels)
             if progress is not None:
                 progress(len(result.labels))
