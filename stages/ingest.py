@@ -27,7 +27,16 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     cfg = section(IngestConfig, "ingest", args.params)
-    summary = ingest_drop(args.inp, args.out, cfg, progress=sys.stderr.isatty())
+    from exact_ct.privacy import KeyChangedError, MissingKeyError
+
+    try:
+        # Every batch's outputs lie side by side: a key that differs from theirs stops the stage.
+        summary = ingest_drop(
+            args.inp, args.out, cfg, progress=sys.stderr.isatty(), key_peers=args.out.parent
+        )
+    except (MissingKeyError, KeyChangedError) as e:
+        print(f"stage ingest@{args.batch}: FAILED: {e}", file=sys.stderr)
+        return 1
     write_json_atomic(args.summary, {"batch": args.batch, **summary})
     try:
         check_share(summary)

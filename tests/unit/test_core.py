@@ -66,11 +66,11 @@ def test_load_canonical_reorients_lps_to_ras(tmp_path):
 
 
 def test_pseudonyms_are_keyed_stable_and_prefixed(monkeypatch):
-    monkeypatch.setenv(privacy.KEY_ENV, "k1")
+    monkeypatch.setenv(privacy.KEY_ENV, "test-key-one-7f3a9c2e")
     a = privacy.study_pseudonym("ACC123")
     assert a == privacy.study_pseudonym("ACC123") and a.startswith("s-") and len(a) == 18
     assert "ACC123" not in a
-    monkeypatch.setenv(privacy.KEY_ENV, "k2")
+    monkeypatch.setenv(privacy.KEY_ENV, "test-key-two-b81d04f6")
     assert privacy.study_pseudonym("ACC123") != a
     assert privacy.patient_pseudonym("P1").startswith("p-")
 

@@ -246,7 +246,7 @@ def test_outputs_are_deterministic_and_independent_of_workers(tmp_path: Path) ->
     run(drop, tmp_path / "b", dataclasses.replace(CFG, workers=2))
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
-    assert files_a == files_b and len(files_a) == 4 + 3
+    assert files_a == files_b and len(files_a) == 5 + 3  # 4 CSVs, key_fingerprint.txt, 3 volumes
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     manifest = pd.read_csv(tmp_path / "a" / "manifest.csv")

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = section(IngestConfig, "ingest", params) if params is not None else IngestConfig()
     if args.workers is not None:
         cfg = dataclasses.replace(cfg, workers=args.workers)
-    summary = ingest_drop(args.drop, args.out, cfg, progress=not args.no_progress)
+    # Batches ingested side by side (OUT_DIR's siblings) must share the pseudonymisation key.
+    summary = ingest_drop(args.drop, args.out, cfg, progress=not args.no_progress, key_peers=args.out.parent)
     write_json_atomic(args.out / "summary.json", summary)
     print(
         f"ingest: {summary['studies_used']}/{summary['studies_found']} studies -> {args.out}; "

@@ -347,21 +347,39 @@ def _decodes(raw: bytes, encoding: str) -> bool:
 
 
 def ingest_drop(
-    drop: str | Path, out: str | Path, cfg: IngestConfig, progress: bool = True
+    drop: str | Path,
+    out: str | Path,
+    cfg: IngestConfig,
+    progress: bool = True,
+    key_peers: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Ingest one drop into ``out`` (volumes/, manifest.csv, quarantine.csv, skipped.csv, reports.csv).
+    """Ingest one drop into ``out`` (volumes/, manifest.csv, quarantine.csv, skipped.csv, reports.csv,
+    key_fingerprint.txt).
 
     Returns the summary counts. Does not raise when the quarantine share is too high: the caller
     compares ``summary["quarantine_share"]`` with ``cfg.max_quarantine_share`` (``summary["passed"]``).
+    ``key_peers``: a folder holding the other batches' outputs (e.g. ``data/interim/ingest``); ingest
+    stops with KeyChangedError before reading anything when one was made with another key.
     """
     import pandas as pd
 
-    from exact_ct.io import write_csv_atomic
+    from exact_ct.io import write_csv_atomic, write_text_atomic
     from exact_ct.parallel import map_ordered
-    from exact_ct.privacy import patient_pseudonym, pseudonym_key, pseudonymise, study_pseudonym
+    from exact_ct.privacy import (
+        FINGERPRINT_FILE,
+        check_key_unchanged,
+        key_fingerprint,
+        patient_pseudonym,
+        pseudonym_key,
+        pseudonymise,
+        study_pseudonym,
+    )
 
-    key = pseudonym_key()  # fails before any work when the key is missing outside demo/test mode
+    key = pseudonym_key()  # fails before any work when the key is missing (outside demo/test) or weak
     drop, out = Path(drop), Path(out)
+    fingerprint = key_fingerprint(key)
+    if key_peers is not None:
+        check_key_unchanged(fingerprint, Path(key_peers), own=out)
     if not drop.is_dir():
         raise FileNotFoundError(f"{drop}: drop folder not found")
     meta = {drop / name for name in DROP_META_FILES}
@@ -589,6 +607,7 @@ def ingest_drop(
     write_csv_atomic(out / "quarantine.csv", quarantine)
     write_csv_atomic(out / "skipped.csv", skipped)
     write_csv_atomic(out / "reports.csv", reports_frame)
+    write_text_atomic(out / FINGERPRINT_FILE, fingerprint + "\n")
     # The stage fully rewrites its outs: volumes of studies no longer in the manifest go.
     if volumes_dir.is_dir():
         for stale in volumes_dir.glob("*.nii.gz"):
@@ -616,6 +635,7 @@ def ingest_drop(
         "quarantine_share": round(share, 6),
         "max_quarantine_share": cfg.max_quarantine_share,
         "passed": bool(units) and share <= cfg.max_quarantine_share,
+        "key_fingerprint": fingerprint,
     }
     accounted = (
         summary["files_used"]
