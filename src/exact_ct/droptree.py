@@ -1,0 +1,80 @@
+"""List a hospital drop without following links: only regular files inside the drop are ever read.
+
+A symbolic link (to a file or a folder, pointing inside or outside the drop, dangling or not) is never
+followed: following one would copy whatever it names (``/etc/passwd``, ``/proc/self/environ`` with the
+pseudonymisation key) into ``data/raw``, the DVC cache and the remote. Links and other entries that are
+not regular files or folders (FIFOs, sockets, devices: reading one can block or leak) are returned as
+``rejected`` with a named rule, so the caller quarantines them instead of dropping them silently.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+#: rule -> what it catches (registration and ingest quarantine these entries under the rule's name)
+LINK_RULES = {
+    "symlink": "a symbolic link (file or folder); links are never followed, copy the file itself into the drop",
+    "not_regular_file": "a FIFO, socket or device node; only regular files are read",
+}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An entry of the drop that is not read: ``rel`` is its path relative to the drop (posix)."""
+
+    rel: str
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DropTree:
+    """Regular files (sorted absolute paths), rejected entries, and the newest change time of any entry."""
+
+    root: Path
+    files: tuple[Path, ...]
+    rejected: tuple[Rejected, ...]
+    newest_change: float
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+def _rejected(rel: str, mode: int) -> Rejected:
+    if stat.S_ISLNK(mode):
+        return Rejected(rel, "symlink", "symbolic link, not followed (rule symlink)")
+    return Rejected(rel, "not_regular_file", "not a regular file or folder (rule not_regular_file)")
+
+
+def walk_drop(root: Path) -> DropTree:
+    """Walk ``root`` with ``lstat`` only (no link is ever resolved). ``root`` itself must be a real folder.
+
+    ``newest_change`` is the largest mtime or ctime of the folder and of every entry below it: a copy
+    still in progress keeps it recent, and ctime moves even when a copy tool preserves old mtimes.
+    """
+    root = Path(root)
+    top = os.lstat(root)
+    if not stat.S_ISDIR(top.st_mode):
+        raise NotADirectoryError(f"{root}: not a folder (a link to a folder is not followed)")
+    files: list[Path] = []
+    rejected: list[Rejected] = []
+    newest = max(top.st_mtime, top.st_ctime)
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            newest = max(newest, st.st_mtime, st.st_ctime)
+            path = Path(entry.path)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(path)
+            elif stat.S_ISREG(st.st_mode):
+                files.append(path)
+            else:
+                rejected.append(_rejected(path.relative_to(root).as_posix(), st.st_mode))
+    return DropTree(root, tuple(sorted(files)), tuple(sorted(rejected, key=lambda r: r.rel)), newest)
