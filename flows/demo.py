@@ -75,7 +75,8 @@ def run_demo(repo: Path = REPO, push: bool = True) -> list[dict[str, Any]]:
     for i, (batch, studies) in enumerate(batches.items()):
         print(f"\n== batch {batch}: {studies} synthetic studies ==", flush=True)
         synthesise(repo, batch, studies, seed + i)  # each batch its own seed: different patients and images
-        result = retrain(repo=str(repo), push=push)
+        # The drop appeared by one rename (nothing is still being written): no settle time to wait for.
+        result = retrain(repo=str(repo), push=push, settle_seconds=0)
         for stage in result.get("stages", []):
             print(
                 f"  {stage['stage']:<15} ran {len(stage['ran']):>2}  skipped {len(stage['skipped']):>2}"

@@ -95,6 +95,18 @@ def is_up_to_date(repo: Path, stages: list[str] | None = None) -> bool:
 
 
 def push(repo: Path) -> None:
-    proc = run_dvc(["push", "--quiet"], repo)
-    if proc.returncode != 0:
-        raise RuntimeError(f"dvc push failed: {proc.stderr.strip()[-500:]}")
+    """`dvc push` of everything DVC tracks, then of every registered batch's and truth's .dvc file by name.
+
+    The second call is a guard: DVC skips a folder whose contents .gitignore matches with ``dir/*``
+    (DVC 3.67 treats ``/data/raw/*`` as ignoring ``data/raw/`` itself), and the raw batches must never be
+    left without a backup because of an ignore pattern.
+    """
+    tracked = sorted(
+        p.relative_to(repo).as_posix() for d in ("data/raw", "data/synth") for p in (repo / d).glob("*.dvc")
+    )
+    for args in (["push", "--quiet"], ["push", "--quiet", *tracked] if tracked else []):
+        if not args:
+            continue
+        proc = run_dvc(args, repo)
+        if proc.returncode != 0:
+            raise RuntimeError(f"dvc push failed: {proc.stderr.strip()[-500:]}")

@@ -8,32 +8,66 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
 
 from flows import dvc_tasks
 from flows.monitoring import batch_summary_markdown, label_drift, stage_table
 
-#: One DVC writer per workspace: every task that runs DVC holds this global concurrency slot.
-DVC_LIMIT = "exact-dvc-workspace"
+#: A drop whose newest write is younger than this is held for a later run (``retrain.settle_seconds``).
+DEFAULT_SETTLE_SECONDS = 300.0
+#: How long a run waits for the workspace lock another live run holds (``retrain.lock_timeout_seconds``).
+DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
 
 
-def _ensure_dvc_limit() -> None:
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(DVC_LIMIT, limit=1)
+def _shown(name: str) -> str:
+    """A drop's name for logs and artifacts: only valid batch names (they are the batch ids anyway)."""
+    from exact_ct.batches import BATCH_NAME
+
+    return name if BATCH_NAME.match(name) else "(a folder with an invalid batch name)"
 
 
-@task(name="find-drops")
-def find_drops(inbox: str) -> list[str]:
-    from exact_ct.batches import check_drop, find_complete_drops
+@task(name="resume-registrations")
+def resume(repo: str) -> list[str]:
+    """Finish registrations a killed run left half done (journal in data/raw)."""
+    from exact_ct.batches import resume_registrations
 
-    drops = []
-    for drop in find_complete_drops(Path(inbox)):
-        check = check_drop(drop)
-        if check.problems:
-            raise ValueError("; ".join(check.problems))
-        drops.append(str(drop))
-    return drops
+    finished = resume_registrations(Path(repo))
+    if finished:
+        get_run_logger().warning("finished interrupted registration(s): %s", ", ".join(finished))
+    return finished
+
+
+@task(name="triage-inbox")
+def triage(inbox: str, repo: str, settle_seconds: float) -> list[dict[str, Any]]:
+    """Decide for every inbox entry: register, hold (still settling), set aside (named rule) or wait.
+
+    Set-aside drops and entries (links, special files) are moved to ``<inbox>/_quarantine`` with a
+    ``reasons.csv``; one bad drop never stops the others.
+    """
+    from exact_ct.batches import quarantine_entries, set_aside, triage_inbox
+
+    logger = get_run_logger()
+    rows = []
+    for t in triage_inbox(Path(inbox), Path(repo), settle_seconds):
+        name = _shown(t.drop.name)
+        if t.action == "set_aside":
+            set_aside(Path(inbox), t)
+            logger.warning("drop %s set aside (rule %s)", name, t.rule)
+        elif t.action == "hold":
+            logger.info("drop %s held: written less than %g s ago", name, settle_seconds)
+        elif t.action == "register" and t.rejected:
+            quarantine_entries(Path(inbox), t.drop, t.rejected)
+            rules = sorted({r.rule for r in t.rejected})
+            logger.warning("drop %s: %d entries set aside (rule %s)", name, len(t.rejected), ", ".join(rules))
+        rows.append(
+            {
+                "drop": name,
+                "path": str(t.drop) if t.action == "register" else "",
+                "action": t.action,
+                "rule": t.rule,
+                "entries_set_aside": len(t.rejected),
+            }
+        )
+    return rows
 
 
 @task(name="register-batch", retries=2, retry_delay_seconds=5)
@@ -42,8 +76,7 @@ def register_batch(drop: str, repo: str) -> str:
     from exact_ct.batches import register_drop
 
     batch = Path(drop).name
-    with concurrency(DVC_LIMIT, occupy=1, strict=True):
-        register_drop(Path(drop), batch, Path(repo))
+    register_drop(Path(drop), batch, Path(repo))  # a retry resumes from the registration journal
     return batch
 
 
@@ -51,8 +84,7 @@ def register_batch(drop: str, repo: str) -> str:
 def repro_stage(stage: str, repo: str) -> dict[str, Any]:
     """Run one DVC stage group; DVC reruns only stale instances (no Prefect caching on top)."""
     logger = get_run_logger()
-    with concurrency(DVC_LIMIT, occupy=1, strict=True):
-        result = dvc_tasks.repro(stage, Path(repo))
+    result = dvc_tasks.repro(stage, Path(repo))
     logger.info(
         "%s: ran %d, skipped %d in %.1f s", stage, len(result.ran), len(result.skipped), result.seconds
     )
@@ -61,8 +93,7 @@ def repro_stage(stage: str, repo: str) -> dict[str, Any]:
 
 @task(name="dvc-push", retries=3, retry_delay_seconds=10)
 def push_outputs(repo: str) -> None:
-    with concurrency(DVC_LIMIT, occupy=1, strict=True):
-        dvc_tasks.push(Path(repo))
+    dvc_tasks.push(Path(repo))
 
 
 def _on_failure(flow: Any, flow_run: Any, state: Any) -> None:
@@ -78,26 +109,67 @@ def _on_failure(flow: Any, flow_run: Any, state: Any) -> None:
         pass
 
 
+def _intake_markdown(intake: list[dict[str, Any]], resumed: list[str]) -> str:
+    lines = ["# retrain: inbox", ""]
+    if resumed:
+        lines += [f"Interrupted registrations finished: {', '.join(resumed)}", ""]
+    if not intake:
+        return "\n".join([*lines, "The inbox is empty.", ""])
+    lines += ["| drop | action | rule | entries set aside |", "|---|---|---|---|"]
+    lines += [f"| {r['drop']} | {r['action']} | {r['rule']} | {r['entries_set_aside']} |" for r in intake]
+    return "\n".join(
+        [*lines, "", "Set-aside drops and entries: `<inbox>/_quarantine/<drop>/reasons.csv`.", ""]
+    )
+
+
 @flow(name="retrain", on_failure=[_on_failure], log_prints=False)
-def retrain(repo: str = ".", inbox: str | None = None, push: bool = True) -> dict[str, Any]:
-    """Register new complete drops, rerun what DVC says is stale, publish, and report what happened."""
+def retrain(
+    repo: str = ".", inbox: str | None = None, push: bool = True, settle_seconds: float | None = None
+) -> dict[str, Any]:
+    """Register new complete drops, rerun what DVC says is stale, publish, and report what happened.
+
+    The whole run holds the workspace lock (``exact_ct.batches.workspace_lock``): one writer per
+    checkout, released by the kernel when the process ends, kill -9 included.
+    """
+    from exact_ct.batches import workspace_lock
+
     logger = get_run_logger()
     repo_path = Path(repo).resolve()
     inbox_path = Path(inbox) if inbox else repo_path / "data" / "inbox"
-    _ensure_dvc_limit()
+    params = _retrain_params(repo_path)
+    settle = float(
+        params.get("settle_seconds", DEFAULT_SETTLE_SECONDS) if settle_seconds is None else settle_seconds
+    )
+    lock_timeout = float(params.get("lock_timeout_seconds", DEFAULT_LOCK_TIMEOUT_SECONDS))
+    with workspace_lock(repo_path, timeout=lock_timeout):
+        resumed = resume(str(repo_path))
+        intake = triage(str(inbox_path), str(repo_path), settle)
+        create_markdown_artifact(
+            key="retrain-intake",
+            markdown=_intake_markdown(intake, resumed),
+            description="What happened to each drop",
+        )
+        new_batches = resumed + [
+            register_batch(r["path"], str(repo_path)) for r in intake if r["action"] == "register"
+        ]
+        held = [r["drop"] for r in intake if r["action"] == "hold"]
+        set_aside = [r["drop"] for r in intake if r["action"] == "set_aside"]
+        skip = set(params.get("skip_stages") or [])
+        stages = [s for s in dvc_tasks.pipeline_stages(repo_path) if s not in skip]
+        if not new_batches and dvc_tasks.is_up_to_date(repo_path, stages):
+            logger.info("nothing new: no complete drop in the inbox and the pipeline is up to date")
+            create_markdown_artifact(key="retrain-summary", markdown="# retrain\n\nNothing new.\n")
+            return {
+                "status": "nothing new",
+                "batches": [],
+                "stages": [],
+                "held": held,
+                "set_aside": set_aside,
+            }
 
-    drops = find_drops(str(inbox_path))
-    new_batches = [register_batch(d, str(repo_path)) for d in drops]
-    skip = set(_retrain_params(repo_path).get("skip_stages") or [])
-    stages = [s for s in dvc_tasks.pipeline_stages(repo_path) if s not in skip]
-    if not new_batches and dvc_tasks.is_up_to_date(repo_path, stages):
-        logger.info("nothing new: no complete drop in the inbox and the pipeline is up to date")
-        create_markdown_artifact(key="retrain-summary", markdown="# retrain\n\nNothing new.\n")
-        return {"status": "nothing new", "batches": [], "stages": []}
-
-    results = [repro_stage(stage, str(repo_path)) for stage in stages]
-    if push:
-        push_outputs(str(repo_path))
+        results = [repro_stage(stage, str(repo_path)) for stage in stages]
+        if push:
+            push_outputs(str(repo_path))
 
     summary = _collect(repo_path, new_batches, results)
     create_markdown_artifact(
@@ -109,7 +181,14 @@ def retrain(repo: str = ".", inbox: str | None = None, push: bool = True) -> dic
         key="retrain-stages", table=stage_table(results), description="Stages run or skipped"
     )
     logger.info("retrain done: %d new batch(es), %d stage group(s)", len(new_batches), len(results))
-    return {"status": "ran", "batches": new_batches, "stages": results, "summary": summary}
+    return {
+        "status": "ran",
+        "batches": new_batches,
+        "stages": results,
+        "summary": summary,
+        "held": held,
+        "set_aside": set_aside,
+    }
 
 
 def _retrain_params(repo: Path) -> dict[str, Any]:
