@@ -9,6 +9,7 @@ not regular files or folders (FIFOs, sockets, devices: reading one can block or 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 LINK_RULES = {
     "symlink": "a symbolic link (file or folder); links are never followed, copy the file itself into the drop",
     "not_regular_file": "a FIFO, socket or device node; only regular files are read",
+    "unreadable_path": "an entry that cannot be listed or inspected (path too long, permission denied)",
 }
 
 
@@ -49,6 +51,11 @@ def _rejected(rel: str, mode: int) -> Rejected:
     return Rejected(rel, "not_regular_file", "not a regular file or folder (rule not_regular_file)")
 
 
+def _unreadable(rel: str, error: OSError) -> Rejected:
+    name = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    return Rejected(rel, "unreadable_path", f"cannot be listed or inspected ({name}) (rule unreadable_path)")
+
+
 def walk_drop(root: Path) -> DropTree:
     """Walk ``root`` with ``lstat`` only (no link is ever resolved). ``root`` itself must be a real folder.
 
@@ -65,12 +72,20 @@ def walk_drop(root: Path) -> DropTree:
     stack = [root]
     while stack:
         folder = stack.pop()
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            rejected.append(_unreadable(folder.relative_to(root).as_posix(), e))
+            continue
         for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            newest = max(newest, st.st_mtime, st.st_ctime)
             path = Path(entry.path)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                rejected.append(_unreadable(path.relative_to(root).as_posix(), e))
+                continue
+            newest = max(newest, st.st_mtime, st.st_ctime)
             if stat.S_ISDIR(st.st_mode):
                 stack.append(path)
             elif stat.S_ISREG(st.st_mode):

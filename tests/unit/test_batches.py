@@ -30,6 +30,7 @@ from exact_ct.batches import (
     triage_inbox,
     workspace_lock,
 )
+from exact_ct.droptree import walk_drop
 
 
 def _drop(root: Path, name: str, complete: bool = True) -> Path:
@@ -302,3 +303,22 @@ def test_a_lock_holder_killed_with_sigkill_never_blocks_the_next_run(tmp_path):
     t0 = time.monotonic()
     with workspace_lock(repo, timeout=10):
         assert time.monotonic() - t0 < 5
+
+
+def test_a_path_the_os_cannot_list_is_a_named_rejected_entry(tmp_path):
+    drop = _drop(tmp_path, "b1")
+    fd = os.open(drop / "dicom", os.O_RDONLY)
+    try:
+        for _ in range(45):  # 45 levels of 100 characters: past PATH_MAX (4096) on Linux
+            os.mkdir("d" * 100, dir_fd=fd)
+            nxt = os.open("d" * 100, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        with open(os.open("x.dcm", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as f:
+            f.write(b"\0")
+    finally:
+        os.close(fd)
+    tree = walk_drop(drop)
+    assert [r.rule for r in tree.rejected] == ["unreadable_path"]
+    assert "ENAMETOOLONG" in tree.rejected[0].message
+    assert [tree.rel(p) for p in tree.files] == [COMPLETE_MARKER, "dicom/s1/x.dcm", "reports.csv"]
