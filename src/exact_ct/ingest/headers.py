@@ -78,6 +78,11 @@ class FileHeader:
     multiframe: bool
     flags: tuple[str, ...] = ()
     identifiers: tuple[str, ...] = field(default=(), repr=False)
+    #: text values of private (vendor) elements: scrubbed from report text as whole values only
+    private_values: tuple[str, ...] = field(default=(), repr=False)
+    #: completeness evidence (exact_ct.ingest.completeness); None when absent or not an integer
+    instance_number: int | None = None
+    images_in_acquisition: int | None = None
 
 
 def _str(ds: Dataset, keyword: str) -> str:
@@ -87,6 +92,14 @@ def _str(ds: Dataset, keyword: str) -> str:
     if isinstance(value, pydicom.multival.MultiValue):
         return " ".join(str(v) for v in value).strip()
     return str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
@@ -130,6 +143,35 @@ def identifying_strings(ds: Dataset) -> tuple[str, ...]:
                     found.add(text)
 
     ds.walk(visit)
+    return tuple(sorted(found))
+
+
+_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "PN", "UC"})
+
+
+def private_strings(ds: Dataset) -> tuple[str, ...]:
+    """Text values of private elements (nested ones included), private creators left out.
+
+    Only values of 8+ characters, mixing letters and digits, or of 6+ digits are kept: short words
+    ("CHEST") or numbers ("120") in a vendor tag would otherwise erase findings from the report text.
+    """
+    found: set[str] = set()
+
+    def visit(d: Dataset, elem: Any) -> None:
+        if not elem.tag.is_private or elem.tag.is_private_creator or elem.VR not in _TEXT_VRS:
+            return
+        values = elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]
+        for v in values:
+            text = str(v).strip() if v is not None else ""
+            digits = sum(c.isdigit() for c in text)
+            letters = sum(c.isalpha() for c in text)
+            if len(text) >= 8 or (len(text) >= 3 and digits and letters) or digits >= 6:
+                found.add(text)
+
+    try:
+        ds.walk(visit)
+    except Exception:  # an undecodable private element must not fail the file
+        pass
     return tuple(sorted(found))
 
 
@@ -269,6 +311,9 @@ def _classify(ds: Dataset, path: str, rel: str, cfg: IngestConfig) -> FileHeader
         multiframe=multiframe,
         flags=tuple(flags),
         identifiers=identifying_strings(ds),
+        private_values=private_strings(ds),
+        instance_number=_int(ds, "InstanceNumber"),
+        images_in_acquisition=_int(ds, "ImagesInAcquisition"),
     )
 
 

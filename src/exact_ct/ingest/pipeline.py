@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exact_ct.droptree import entry_rejection
+from exact_ct.ingest.completeness import incomplete_series
 from exact_ct.ingest.config import IngestConfig
-from exact_ct.ingest.deid import MIN_LENGTH, Scrubber, name_parts
+from exact_ct.ingest.deid import MIN_LENGTH, NAME_TOKEN, Scrubber, name_parts
 from exact_ct.ingest.headers import FileHeader, is_nifti, read_header
 from exact_ct.ingest.qc import RULES, FileOutcome
 from exact_ct.ingest.volume import (
@@ -44,7 +46,7 @@ MANIFEST_COLUMNS = (
     "source_sha256",
     "qc_flags",
 )
-DROP_META_FILES = ("reports.csv", "_COMPLETE")
+DROP_META_FILES = ("reports.csv", "_COMPLETE", "_MANIFEST.sha256")  # exact_ct.batches: REPORTS_FILE, ...
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 _INVALID = "_invalid_utf8"  # marks a reports.csv row that is not valid UTF-8 (its values are dropped)
 _PATH_DATE_RE = re.compile(r"(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?:\d{4,6})?")
@@ -383,14 +385,14 @@ def ingest_drop(
     if not drop.is_dir():
         raise FileNotFoundError(f"{drop}: drop folder not found")
     meta = {drop / name for name in DROP_META_FILES}
-    # os.walk follows folder links (drops are often assembled from links); a dangling link is listed
-    # as a file and quarantined as unreadable, never silently dropped. A folder that cannot be listed
-    # (path over the OS limit, no permission) is one quarantined input, never silently left out.
+    # Links are never followed (a link to /proc/self/environ would be read as input): each link to a
+    # file or folder and each special file is one quarantined input (exact_ct.droptree). A folder that
+    # cannot be listed (path over the OS limit, no permission) is one quarantined input, never left out.
     walk_errors: list[OSError] = []
     files = sorted(
         p
-        for root, _dirs, names in os.walk(drop, followlinks=True, onerror=walk_errors.append)
-        for p in (Path(root) / n for n in names)
+        for root, dirs, names in os.walk(drop, followlinks=False, onerror=walk_errors.append)
+        for p in (Path(root) / n for n in [*names, *(d for d in dirs if os.path.islink(os.path.join(root, d)))])
         if p not in meta
     )
     rels = {str(p): p.relative_to(drop).as_posix() for p in files}
@@ -399,6 +401,9 @@ def ingest_drop(
     readable = []
     for p in files:
         failure = _path_failure(str(p), rels[str(p)], path_max)
+        rejected = entry_rejection(p, rels[str(p)]) if failure is None else None
+        if rejected is not None:
+            failure = FileOutcome(_display(rejected.rel), "quarantined", rejected.rule, rejected.message)
         if failure is not None:
             outcomes.append(failure)
         else:
@@ -513,6 +518,8 @@ def ingest_drop(
             for ident in {pid, *patient_ids, report["patient_id"] if report else ""}:
                 if ident:
                     repl[ident] = patient_pseudonym(ident, key)
+            for private in sorted({v for h in st.headers for v in h.private_values}):
+                repl.setdefault(private, NAME_TOKEN)  # whole vendor-tag values, never split into words
             study_scrubbers[study_id] = Scrubber(idents, repl)
         volume_path = str(volumes_dir / f"{study_id}.nii.gz")
         if st.nifti:
