@@ -51,6 +51,15 @@ def _rejected(rel: str, mode: int) -> Rejected:
     return Rejected(rel, "not_regular_file", "not a regular file or folder (rule not_regular_file)")
 
 
+def entry_rejection(path: Path, rel: str) -> Rejected | None:
+    """The rule an entry breaks (a link, a special file, an entry lstat cannot inspect), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as e:
+        return _unreadable(rel, e)
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _rejected(rel, mode)
+
+
 def _unreadable(rel: str, error: OSError) -> Rejected:
     name = errno.errorcode.get(error.errno or 0, type(error).__name__)
     return Rejected(rel, "unreadable_path", f"cannot be listed or inspected ({name}) (rule unreadable_path)")

@@ -117,10 +117,11 @@ def build_corpus(out: Path, shared_data: Path) -> tuple[Path, list[Case]]:
     _edit_all([p for p in dirs[acc[3]].rglob("*") if p.is_file()], lambda ds: setattr(ds, "Modality", "MR"))
     cases.append(Case("wrong_modality", acc[3], "ingest", "not_ct"))
 
-    # 4: a missing slice: the middle file of every series removed.
+    # 4: a missing slice: the middle file of every series removed (an InstanceNumber gap: the header rule
+    # incomplete_series fires before the geometry rule missing_slices would).
     for files in _series_files(dirs[acc[4]]).values():
         files[len(files) // 2].unlink()
-    cases.append(Case("missing_slice", acc[4], "ingest", "missing_slices"))
+    cases.append(Case("missing_slice", acc[4], "ingest", "incomplete_series"))
 
     # 5: duplicated slices: one file of every series sent twice (same position).
     for files in _series_files(dirs[acc[5]]).values():

@@ -140,11 +140,13 @@ def test_a_single_ct_slice_is_too_few(tmp_path: Path) -> None:
     assert len(manifest) == 0 and list(quarantine["rule"]) == ["too_few_slices"]
 
 
-def test_monai_series_with_irregular_positions_fails_the_spacing_rule(tmp_path: Path) -> None:
+def test_monai_series_with_irregular_positions_is_an_incomplete_series(tmp_path: Path) -> None:
+    # 4 files of one series, InstanceNumber 18, 180, 181, 182 (and a 202.5 mm gap between positions):
+    # the header rule (exact_ct.ingest.completeness) fires before the geometry rule missing_slices.
     drop = make_drop(tmp_path, CT / "monai_CT_DICOM_16x16x4")
     _, manifest, quarantine = ingest(drop, tmp_path / "out")
-    assert len(manifest) == 0 and set(quarantine["rule"]) == {"missing_slices"} and len(quarantine) == 4
-    assert "202.50 mm" in quarantine["message"].iloc[0]
+    assert len(manifest) == 0 and set(quarantine["rule"]) == {"incomplete_series"} and len(quarantine) == 4
+    assert "4 of the 165 numbers" in quarantine["message"].iloc[0]
 
 
 def test_nifti_inputs_abdomen_is_not_chest_and_lps_chest_is_reoriented(tmp_path: Path) -> None:

@@ -392,7 +392,9 @@ def ingest_drop(
     files = sorted(
         p
         for root, dirs, names in os.walk(drop, followlinks=False, onerror=walk_errors.append)
-        for p in (Path(root) / n for n in [*names, *(d for d in dirs if os.path.islink(os.path.join(root, d)))])
+        for p in (
+            Path(root) / n for n in [*names, *(d for d in dirs if os.path.islink(os.path.join(root, d)))]
+        )
         if p not in meta
     )
     rels = {str(p): p.relative_to(drop).as_posix() for p in files}
@@ -476,6 +478,7 @@ def ingest_drop(
     study_ids_seen: set[str] = set()
     accession_to_study: dict[str, str] = {}
     volumes_dir = out / "volumes"
+    series_problems = incomplete_series({st.key: st.headers for st in studies.values()})
     for st in sorted(studies.values(), key=lambda s: s.key):
         kind, value = st.key
         study_id = (
@@ -506,6 +509,13 @@ def ingest_drop(
             outcomes += [FileOutcome(rel, "quarantined", "duplicate_accession", msg) for _, rel in st.nifti]
             quarantined_studies["duplicate_accession"] += 1
             continue
+        # A partly copied series, or one split across studies, is quarantined whole (completeness.py).
+        partial = [h for h in st.headers if h.rel in series_problems]
+        outcomes += [FileOutcome(h.rel, "quarantined", *series_problems[h.rel]) for h in partial]
+        usable = [h for h in st.headers if h.rel not in series_problems]
+        if partial and not usable and not st.nifti:
+            quarantined_studies[series_problems[partial[0].rel][0]] += 1
+            continue
         report = reports[rows[0]] if rows else None
         pid = next(iter(sorted(patient_ids)), "") or (report["patient_id"] if report else "")
         study_patient[study_id] = (
@@ -526,7 +536,7 @@ def ingest_drop(
             path, rel = st.nifti[0]
             tasks.append(StudyTask(study_id, volume_path, cfg, bool(rows), nifti_path=path, nifti_rel=rel))
         else:
-            specs = tuple(rank_series(_build_series(st.headers, series_hash_of), cfg))
+            specs = tuple(rank_series(_build_series(usable, series_hash_of), cfg))
             tasks.append(StudyTask(study_id, volume_path, cfg, bool(rows), candidates=specs))
     tasks.sort(key=lambda t: t.study_id)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from exact_ct.droptree import LINK_RULES
+
 #: Quarantine rules, in the order they are checked for a series (file rules first). Each entry says
 #: what the rule catches and which ``ingest`` parameter sets its threshold (docs/ingest.md has the table).
 RULES: MappingProxyType[str, str] = MappingProxyType(
@@ -34,6 +36,10 @@ RULES: MappingProxyType[str, str] = MappingProxyType(
         "study_without_report": "imaging study whose accession number has no row in reports.csv (require_report)",
         "report_without_study": "reports.csv row whose accession number has no usable imaging input",
         "invalid_utf8": "reports.csv row that is not valid UTF-8 (the row is dropped, its study has no report)",
+        "incomplete_series": "InstanceNumber gaps in a single-frame series, or fewer images than its "
+        "ImagesInAcquisition: a partly copied series (exact_ct.ingest.completeness)",
+        "split_series": "one SeriesInstanceUID under several studies (accession numbers): a series split in two",
+        **LINK_RULES,  # symlink, not_regular_file, unreadable_path: entries of the drop that are never read
     }
 )
 
