@@ -16,11 +16,19 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-dvc", action="store_true", help="do not run `dvc add` (for repositories without DVC)"
     )
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the workspace lock a running `exact retrain` holds (default 60)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from exact_ct.batches import register_drop
+    from exact_ct.batches import register_drop, workspace_lock
 
-    dest = register_drop(args.drop, args.batch, args.repo, move=not args.copy, dvc_track=not args.no_dvc)
+    # The same single-writer lock as the retrain flow: waits while a run holds the workspace.
+    with workspace_lock(args.repo, timeout=args.lock_timeout):
+        dest = register_drop(args.drop, args.batch, args.repo, move=not args.copy, dvc_track=not args.no_dvc)
     print(f"registered batch {args.batch!r} at {dest}; `dvc repro` will run its per-batch stages")
     return 0
