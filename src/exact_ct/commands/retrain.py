@@ -33,4 +33,10 @@ def run(args: argparse.Namespace) -> int:
         repo=str(args.repo.resolve()), inbox=str(args.inbox) if args.inbox else None, push=not args.no_push
     )
     print(f"retrain: {result['status']}; new batches: {', '.join(result['batches']) or 'none'}")
+    for key, what in (
+        ("held", "held (still being written)"),
+        ("set_aside", "set aside (see <inbox>/_quarantine)"),
+    ):
+        if result.get(key):
+            print(f"retrain: {what}: {', '.join(result[key])}")
     return 0

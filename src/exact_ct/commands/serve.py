@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p
         )
-        os.chdir(repo)
         params = {"repo": str(repo), "inbox": str(args.inbox.resolve()) if args.inbox else None}
+        os.chdir(repo)  # the runner starts each flow run from flows/retrain.py relative to here
         print(f"exact serve: deployment 'retrain/{args.name}' on cron {args.cron!r}; Ctrl-C stops it")
         with temporary_settings({PREFECT_API_URL: url}):
             module.retrain.serve(name=args.name, cron=args.cron, parameters=params)
