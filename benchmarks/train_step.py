@@ -43,7 +43,7 @@ def main() -> int:
     from exact_ct.dataset.toy import make_toy_interim
     from exact_ct.model.losses import OrganLoss
     from exact_ct.model.network import ExactNet
-    from exact_ct.model.pooling import OrganConfinedMILPool
+    from exact_ct.model.package import make_pool
     from exact_ct.training.config import TrainConfig
     from exact_ct.training.data import EpochSampler, StudyDataset, collate
     from exact_ct.training.loop import step_losses
@@ -98,7 +98,7 @@ def main() -> int:
         def run(batches_iter) -> float:  # seconds per step, excluding the first (warm-up) step
             torch.manual_seed(0)
             net = ExactNet(profile.network, plan.in_channels).to(device)
-            pool = OrganConfinedMILPool(profile.pooling.regions, confine=profile.pooling.confine).to(device)
+            pool = make_pool(profile.pooling, plan.spacing_xyz_mm).to(device)
             opt = torch.optim.AdamW(net.parameters(), lr=profile.lr)
             organ_loss, pw = OrganLoss(), torch.ones(18, device=device)
             times = []

@@ -69,6 +69,36 @@ DEFAULT_ORGAN_REGIONS: MappingProxyType[str, tuple[int, ...]] = MappingProxyType
     }
 )
 
+_CAVITY = (1, 2, 4)  # lungs and the pleural space: where aerated lung is lost, the cavity remains
+#: Confinement region of each abnormality for the organ-confined pooling and the anomaly maps: organ ids
+#: and a margin in mm by which their union is dilated (inside the body). The home organs above are where a
+#: finding lives; a confinement region must also hold the finding where the lesion itself changes the
+#: organ's density and a mask therefore calls its voxels something else (consolidated or collapsed lung is
+#: not aerated: intensity masks label it pleura, mediastinum or body). Share of synthetic lesion voxels
+#: inside these regions: ``benchmarks/region_cover.py``.
+CONFINEMENT_REGIONS: MappingProxyType[str, tuple[tuple[int, ...], float]] = MappingProxyType(
+    {
+        "Medical material": ((1, 2, 3, 4, 5, 6, 7, 8, 9), 0.0),
+        "Arterial wall calcification": ((5, 6), 6.0),
+        "Cardiomegaly": ((5,), 12.0),
+        "Pericardial effusion": ((5,), 24.0),
+        "Coronary artery wall calcification": ((5,), 12.0),
+        "Hiatal hernia": ((6, 7, 8), 12.0),
+        "Lymphadenopathy": ((3, 6, 7, 8), 6.0),
+        "Emphysema": (_CAVITY, 12.0),
+        "Atelectasis": (_CAVITY, 12.0),
+        "Lung nodule": (_CAVITY, 12.0),
+        "Lung opacity": (_CAVITY, 12.0),
+        "Pulmonary fibrotic sequela": (_CAVITY, 12.0),
+        "Pleural effusion": ((4,), 6.0),
+        "Mosaic attenuation pattern": (_CAVITY, 12.0),
+        "Peribronchial thickening": ((1, 2, 3, 4), 12.0),
+        "Consolidation": (_CAVITY, 12.0),
+        "Bronchiectasis": ((1, 2, 3, 4), 12.0),
+        "Interlobular septal thickening": (_CAVITY, 12.0),
+    }
+)
+
 #: Label values per study and abnormality. "Not mentioned" is an empty cell (None / NaN).
 PRESENT = 1
 ABSENT = 0
@@ -93,4 +123,20 @@ def organ_regions(overrides: dict[str, list[int]] | None = None) -> dict[str, tu
         if bad:
             raise ValueError(f"organ region for {name!r} names invalid organ ids {bad}")
         regions[name] = tuple(int(i) for i in ids)
+    return regions
+
+
+def confinement_regions(
+    overrides: dict[str, list[int]] | None = None, margins_mm: dict[str, float] | None = None
+) -> dict[str, tuple[tuple[int, ...], float]]:
+    """:data:`CONFINEMENT_REGIONS` with per-abnormality overrides of the organ ids and of the margin."""
+    regions = dict(CONFINEMENT_REGIONS)
+    for name, ids in organ_regions(overrides).items():
+        if name in (overrides or {}):
+            regions[name] = (ids, regions[name][1])
+    for name, mm in (margins_mm or {}).items():
+        abnormality_index(name)
+        if not float(mm) >= 0.0:
+            raise ValueError(f"confinement margin for {name!r} must be >= 0 mm, got {mm!r}")
+        regions[name] = (regions[name][0], float(mm))
     return regions

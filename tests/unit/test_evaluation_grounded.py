@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from exact_ct.evaluation import grounded as G
+from exact_ct.model.pooling import confine
 from exact_ct.schema import ABNORMALITIES
 
 SPACING = 2.0
@@ -62,7 +63,7 @@ def test_report_states_positive_absent_and_omits_indeterminate(labeller) -> None
     probs["Lung nodule"] = 0.9
     probs["Pleural effusion"] = 0.4  # below its threshold 0.5 but above 0.5 x 0.5: say nothing
     thresholds = {n: 0.5 for n in ABNORMALITIES}
-    conf = G.confine(maps, organs)
+    conf = confine(maps, organs, (SPACING,) * 3)
     rep = G.build_report(probs, thresholds, conf, organs, affine)
     assert [f.abnormality for f in rep.findings] == ["Lung nodule"]
     stated = rep.stated()
@@ -75,7 +76,7 @@ def test_report_states_positive_absent_and_omits_indeterminate(labeller) -> None
 def test_confinement_zeroes_maps_outside_the_organ_region() -> None:
     organs, maps, _ = _scene()
     maps[..., ABNORMALITIES.index("Cardiomegaly")] = 1.0
-    conf = G.confine(maps, organs)
+    conf = confine(maps, organs, (SPACING,) * 3)
     assert conf[..., ABNORMALITIES.index("Cardiomegaly")].max() == 0.0  # no heart in the scene
     assert conf[..., ABNORMALITIES.index("Lung nodule")].max() == 1.0
 

@@ -17,7 +17,7 @@ from exact_ct.model.losses import (
     weighted_bce,
 )
 from exact_ct.model.network import ExactNet
-from exact_ct.model.pooling import OrganConfinedMILPool, region_matrix, topk_mean
+from exact_ct.model.pooling import OrganConfinedMILPool, region_masks, region_matrix, topk_mean
 from exact_ct.schema import ABNORMALITIES, NUM_ORGAN_CLASSES, ORGAN_IDS, abnormality_index
 
 TINY = NetworkConfig(channels=(4, 8, 16))
@@ -91,9 +91,13 @@ def test_topk_mean_matches_numpy_sort() -> None:
     )
 
 
+#: Confinement regions without their margins: the organ ids alone.
+NO_MARGIN = {n: 0.0 for n in ABNORMALITIES}
+
+
 def test_pooling_confines_map_to_region() -> None:
     organs = one_hot(two_lung_organs())
-    pool = OrganConfinedMILPool()
+    pool = OrganConfinedMILPool(margins_mm=NO_MARGIN)
     outside = torch.zeros(1, len(ABNORMALITIES), 8, 8, 8)
     outside[:, :, 3:5] = 0.95  # high only in the body between the lungs
     inside = torch.zeros_like(outside)
@@ -103,6 +107,33 @@ def test_pooling_confines_map_to_region() -> None:
     assert p_in == pytest.approx(0.95)
     # Medical material's region is the whole body: the outside map counts there
     assert pool(outside, organs, 2)[0, abnormality_index("Medical material")] == pytest.approx(0.95)
+
+
+def test_confinement_margin_holds_a_lesion_the_masks_call_another_organ() -> None:
+    """A consolidation the intensity masks label pleura or body beside the lung: inside its region with
+    the margin, outside without it; the margin never leaves the body and scales with the grid spacing."""
+    labels = np.full((12, 8, 8), ORGAN_IDS["body"], np.uint8)
+    labels[:4] = ORGAN_IDS["lung_left"]
+    labels[4] = ORGAN_IDS["pleura"]  # the consolidated, non-aerated lung: not "lung" to the masks
+    labels[10:] = 0  # outside the body
+    organs = one_hot(labels)
+    maps = torch.zeros(1, len(ABNORMALITIES), 12, 8, 8)
+    maps[:, :, 5, 4, 4] = 0.9  # 6 mm beyond the pleura voxel, 12 mm from the aerated lung
+    cons = abnormality_index("Consolidation")
+    pool = OrganConfinedMILPool(spacing_mm=(6.0, 6.0, 6.0))
+    assert pool(maps, organs, 1)[0, cons] == pytest.approx(0.9)
+    assert OrganConfinedMILPool(spacing_mm=(6.0,) * 3, margins_mm=NO_MARGIN)(maps, organs, 1)[0, cons] == 0.0
+    # on a 2 mm grid the same 12 mm margin reaches 6 voxels: the same voxel count is now 3 voxels away
+    assert OrganConfinedMILPool(spacing_mm=(2.0,) * 3)(maps, organs, 1)[0, cons] == pytest.approx(0.9)
+    far = torch.zeros_like(maps)
+    far[:, :, 8, 4, 4] = 0.9  # 24 mm from the cavity at 6 mm spacing: outside the 12 mm margin
+    assert pool(far, organs, 1)[0, cons] == 0.0
+    outside = torch.zeros_like(maps)
+    outside[:, :, 10, 4, 4] = 0.9  # dilation reaches x=10 at 2 mm spacing, but it is outside the body
+    assert OrganConfinedMILPool(spacing_mm=(2.0,) * 3)(outside, organs, 1)[0, cons] == 0.0
+    # the numpy view (evaluation, grounded reports) is the same region
+    masks = region_masks(labels, (6.0, 6.0, 6.0))
+    assert masks[cons, 5, 4, 4] and not masks[cons, 8, 4, 4] and not masks[cons, 10, 4, 4]
 
 
 def test_pooling_without_confinement_is_the_ablation() -> None:
@@ -207,7 +238,7 @@ def test_package_round_trip_and_infer_volume(tmp_path) -> None:
 
 def test_pooling_on_logits_confines_and_gives_negative_bags_a_gradient() -> None:
     organs = one_hot(two_lung_organs())
-    pool = OrganConfinedMILPool(on_logits=True)
+    pool = OrganConfinedMILPool(on_logits=True, margins_mm=NO_MARGIN)
     logits = torch.full((1, len(ABNORMALITIES), 8, 8, 8), -4.0)
     logits[:, :, 3:5] = 3.0  # high only in the body between the lungs
     p = pool(logits, organs, 2)[0]

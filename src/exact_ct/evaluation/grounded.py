@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from exact_ct.evaluation.config import GroundingConfig
-from exact_ct.schema import ABNORMALITIES, ORGAN_IDS, ORGANS, organ_regions
+from exact_ct.schema import ABNORMALITIES, ORGAN_IDS, ORGANS
 
 #: Words the report labeller recognises for each abnormality (the CT-RATE name unless it is too generic).
 PHRASES: Mapping[str, str] = {
@@ -68,17 +68,6 @@ class Finding:
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def confine(
-    maps: np.ndarray, organs: np.ndarray, regions: Mapping[str, Sequence[int]] | None = None
-) -> np.ndarray:
-    """Zero each abnormality map (x, y, z, 18) outside its organ region in the organ label map (x, y, z)."""
-    resolved = organ_regions({k: list(v) for k, v in (regions or {}).items()})
-    out = np.array(maps, dtype=np.float32, copy=True)
-    for a, name in enumerate(ABNORMALITIES):
-        out[..., a] *= np.isin(organs, resolved[name])
-    return out
 
 
 def _lobe(organ: str, peak: tuple[int, int, int], organs: np.ndarray) -> str:

@@ -103,7 +103,7 @@ def run_infer(
     from exact_ct.io import spacing_from_affine, write_json_atomic, write_text_atomic
     from exact_ct.model.inference import StepClock, infer_volume
     from exact_ct.model.package import load_package
-    from exact_ct.schema import ABNORMALITIES, organ_regions
+    from exact_ct.schema import ABNORMALITIES
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -140,7 +140,7 @@ def run_infer(
         defined = [v for v in d.values() if v is not None]
         qc["mean_organ_dice_vs_pseudo_masks"] = float(np.mean(defined)) if defined else None
         clock.lap("organ_dice")
-    conf = grounded.confine(maps, organs, organ_regions(pkg.pooling.regions)) if pkg.pooling.confine else maps
+    conf = pkg.confine(maps, organs, spacing_from_affine(affine))
     thresholds = {n: float(pkg.thresholds.get(n, 0.5)) for n in ABNORMALITIES}
     report = grounded.build_report(probs, thresholds, conf, organs, affine)
     clock.lap("report")

@@ -31,8 +31,14 @@ from exact_ct.dataset.labels import TRUTH_PREFIX, UNCERTAIN_PREFIX
 from exact_ct.evaluation import explain, grounded, localization, metrics, plots
 from exact_ct.evaluation.config import EvaluateConfig
 from exact_ct.evaluation.html import write_report
-from exact_ct.io import load_canonical, write_csv_atomic, write_json_atomic, write_text_atomic
-from exact_ct.schema import ABNORMALITIES, organ_regions
+from exact_ct.io import (
+    load_canonical,
+    spacing_from_affine,
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from exact_ct.schema import ABNORMALITIES
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +133,13 @@ def evaluate_study(
     cfg: EvaluateConfig,
     study_dir: Path | None,
     interim: Path | None,
-    regions: dict[str, tuple[int, ...]],
 ) -> StudyOutput:
     """Predict one test study; localization and organ Dice on the model grid; explanation on the canonical grid."""
     arrays = load_npz(dataset_dir / str(row.cache))
     probs, organs_g, maps_g = _predict_grid(arrays, package, cfg.device)
-    conf_g = grounded.confine(maps_g, organs_g, regions) if package.pooling.confine else maps_g
     spacing = tuple(float(s) for s in package.plan.spacing_xyz_mm)
+    regions_g = package.region_masks(organs_g, spacing)
+    conf_g = package.confine(maps_g, organs_g, spacing)
 
     loc: dict[str, dict[str, Any]] = {}
     if "truth_lesions" in arrays:
@@ -141,7 +147,7 @@ def evaluate_study(
             mask = arrays["truth_lesions"][a] > 0
             if ref_row[a] != 1 or not mask.any():
                 continue
-            region = np.isin(organs_g, regions[name]) if package.pooling.confine else None
+            region = regions_g[a] if regions_g is not None else None
             loc[name] = localization.localize_one(
                 conf_g[..., a],
                 mask,
@@ -159,7 +165,7 @@ def evaluate_study(
     g_aff, s_aff, s_shape = arrays["grid_affine"], arrays["src_affine"], arrays["src_shape"]
     organs_c = to_canonical(organs_g, g_aff, s_aff, s_shape, order=0, dtype=np.uint8)
     maps_c = to_canonical(maps_g, g_aff, s_aff, s_shape, order=1, dtype=np.float32)
-    conf_c = grounded.confine(maps_c, organs_c, regions) if package.pooling.confine else maps_c
+    conf_c = package.confine(maps_c, organs_c, spacing_from_affine(s_aff))
     prob_map = {n: float(p) for n, p in zip(ABNORMALITIES, probs, strict=True)}
     report = grounded.build_report(prob_map, thresholds, conf_c, organs_c, s_aff, cfg.grounding)
     if study_dir is not None:
@@ -228,7 +234,6 @@ def evaluate(
         )
     source = resolve_label_source(index, cfg.label_source)
     ref_val, ref_test = reference(val_rows, source), reference(test_rows, source)
-    regions = organ_regions(package.pooling.regions)
     data_version = (
         json.loads((dataset_dir / "dataset.json").read_text()).get("data_version", "")
         if (dataset_dir / "dataset.json").is_file()
@@ -263,9 +268,7 @@ def evaluate(
     organ_rows: dict[str, list[dict[str, float | None]]] = {}
     for i, row in enumerate(test_rows.itertuples(index=False)):
         sdir = studies_dir / str(row.study_id) if row.study_id in explain_ids else None
-        res = evaluate_study(
-            row, dataset_dir, package, thresholds, ref_test.y[i], cfg, sdir, interim, regions
-        )
+        res = evaluate_study(row, dataset_dir, package, thresholds, ref_test.y[i], cfg, sdir, interim)
         p_test[i] = res.probs
         reports.append(res.report)
         for name, r in res.loc.items():

@@ -68,7 +68,8 @@ class PoolingConfig:
         k_test: top-k voxels averaged on the full-resolution maps at validation/test/inference (EXACT: 3).
         confine: multiply every map by its organ region; ``False`` is the ablation without confinement.
         detach_organs: stop the MIL loss from reshaping the organ segmentation through the region weights.
-        regions: per-abnormality overrides of schema.DEFAULT_ORGAN_REGIONS (name -> organ ids).
+        regions: per-abnormality overrides of the organ ids of schema.CONFINEMENT_REGIONS (name -> ids).
+        margins_mm: per-abnormality overrides of the margin (mm) its confinement region is dilated by.
         pool_logits: pool the map *logits* (region applied as ``+ log w``) and take the sigmoid of the
             top-k mean, instead of pooling sigmoid probabilities ``sigmoid * w``. The BCE gradient on a
             pooled logit is ``p - y`` for negatives and positives alike; pooled probabilities of maps that
@@ -81,4 +82,5 @@ class PoolingConfig:
     confine: bool = True
     detach_organs: bool = True
     regions: dict[str, list[int]] = field(default_factory=dict)
+    margins_mm: dict[str, float] = field(default_factory=dict)
     pool_logits: bool = False

@@ -12,10 +12,12 @@ import dataclasses
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from exact_ct.config import from_dict
@@ -23,8 +25,8 @@ from exact_ct.dataset.grid import GridPlan
 from exact_ct.io import write_bytes_atomic, write_json_atomic
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.network import ExactNet
-from exact_ct.model.pooling import OrganConfinedMILPool
-from exact_ct.schema import ABNORMALITIES, ORGANS, organ_regions
+from exact_ct.model.pooling import OrganConfinedMILPool, confine, region_masks
+from exact_ct.schema import ABNORMALITIES, ORGANS, confinement_regions
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
@@ -46,9 +48,19 @@ class ModelPackage:
     params: dict[str, Any] = field(default_factory=dict)
 
     def pool(self) -> OrganConfinedMILPool:
-        return OrganConfinedMILPool(
-            self.pooling.regions, confine=self.pooling.confine, on_logits=self.pooling.pool_logits
-        )
+        return make_pool(self.pooling, self.plan.spacing_xyz_mm)
+
+    def confine(self, maps: np.ndarray, organs: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
+        """Maps (x, y, z, 18) zeroed outside the confinement regions of ``organs`` (unless confine is off)."""
+        if not self.pooling.confine:
+            return np.asarray(maps, dtype=np.float32)
+        return confine(maps, organs, spacing_mm, self.pooling.regions, self.pooling.margins_mm)
+
+    def region_masks(self, organs: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray | None:
+        """(18, x, y, z) confinement regions of ``organs``; None when the package does not confine."""
+        if not self.pooling.confine:
+            return None
+        return region_masks(organs, spacing_mm, self.pooling.regions, self.pooling.margins_mm)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -59,7 +71,12 @@ class ModelPackage:
             "schema": {
                 "abnormalities": list(ABNORMALITIES),
                 "organs": {str(k): v for k, v in ORGANS.items()},
-                "organ_regions": {k: list(v) for k, v in organ_regions(self.pooling.regions).items()},
+                "organ_regions": {
+                    k: {"organs": list(ids), "margin_mm": mm}
+                    for k, (ids, mm) in confinement_regions(
+                        self.pooling.regions, self.pooling.margins_mm
+                    ).items()
+                },
             },
             "preprocessing": self.plan.to_json(),
             "data_version": self.data_version,
@@ -67,6 +84,17 @@ class ModelPackage:
             "metrics": self.metrics,
             "params": self.params,
         }
+
+
+def make_pool(pooling: PoolingConfig, spacing_mm: Sequence[float]) -> OrganConfinedMILPool:
+    """The organ-confined pooling of a pooling config on a grid of ``spacing_mm`` (training and inference)."""
+    return OrganConfinedMILPool(
+        pooling.regions,
+        confine=pooling.confine,
+        on_logits=pooling.pool_logits,
+        margins_mm=pooling.margins_mm,
+        spacing_mm=spacing_mm,
+    )
 
 
 def jsonable(obj: Any) -> Any:

@@ -39,7 +39,7 @@ from exact_ct.model.losses import (
     weighted_bce,
 )
 from exact_ct.model.network import ExactNet
-from exact_ct.model.package import ModelPackage, save_package, torch_bytes
+from exact_ct.model.package import ModelPackage, make_pool, save_package, torch_bytes
 from exact_ct.model.pooling import OrganConfinedMILPool
 from exact_ct.model.predict import predict
 from exact_ct.schema import ABNORMALITIES, NUM_ORGAN_CLASSES
@@ -335,9 +335,7 @@ def train(
         model = DistributedDataParallel(
             net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None
         )
-    pool = OrganConfinedMILPool(
-        profile.pooling.regions, confine=profile.pooling.confine, on_logits=profile.pooling.pool_logits
-    ).to(device)
+    pool = make_pool(profile.pooling, plan.spacing_xyz_mm).to(device)
     organ_loss = OrganLoss()
     valid_train = (
         train_ds.uncertain < 0.5 if profile.loss.uncertain == "mask" else np.ones_like(train_ds.labels, bool)
