@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -38,13 +39,22 @@ class InferResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _place(src: Path, dest: Path) -> None:
+    """A hard link to ``src`` at ``dest`` (a copy across file systems): ingest reads regular files only,
+    never symbolic links, and never modifies its inputs."""
+    try:
+        os.link(src.resolve(), dest)
+    except OSError:
+        shutil.copyfile(src.resolve(), dest)
+
+
 def _link_tree(study: Path, drop: Path) -> None:
     if study.is_file():
         name = study.name if study.name.lower().endswith((".nii", ".nii.gz")) else None
         if name is None:
             raise ValueError(f"{study}: expected a DICOM folder or a .nii/.nii.gz file")
         (drop / "nifti").mkdir(parents=True)
-        os.symlink(study.resolve(), drop / "nifti" / name)
+        _place(study, drop / "nifti" / name)
         return
     if not study.is_dir():
         raise FileNotFoundError(f"{study}: no such file or folder")
@@ -54,7 +64,7 @@ def _link_tree(study: Path, drop: Path) -> None:
     for p in files:
         dest = drop / "dicom" / p.relative_to(study)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(p.resolve(), dest)
+        _place(p, dest)
 
 
 def ingest_one(study: Path, work: Path, cfg: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
