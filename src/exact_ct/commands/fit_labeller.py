@@ -33,6 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--min-df", type=int, default=3, help="a feature must occur in this many reports (default 3)"
     )
     parser.add_argument(
+        "--rule-scale", type=float, default=3.0,
+        help="value of the rules'-label feature; larger keeps the layer closer to the rules (default 3)",
+    )  # fmt: skip
+    parser.add_argument(
         "--ngrams", type=int, default=0,
         help="word n-grams (1..N) of the mention sentences as features (default 0: none)",
     )  # fmt: skip
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.input}: {len(data.ids)} usable labelled reports; at least 20 are needed")
     # the rules' labels as label-reports and parse_reports compute them (default ignored sections)
     results = ReportLabeller(rules, DEFAULT_IGNORED_SECTIONS).label_many(data.texts)
-    config = LayerConfig(c=args.c, min_df=args.min_df, ngrams=args.ngrams)
+    config = LayerConfig(c=args.c, min_df=args.min_df, ngrams=args.ngrams, rule_scale=args.rule_scale)
     layer = fit_layer(
         results,
         data.truth,

@@ -46,9 +46,12 @@ class LayerConfig:
 
     c: float = 0.3  # inverse L2 regularisation strength of each logistic regression
     min_df: int = 3  # a feature must occur in at least this many training reports
-    ngrams: int = 2  # word n-grams (1..ngrams) of the sentences holding an abnormality's mentions; 0 = none
+    ngrams: int = 0  # word n-grams (1..ngrams) of the sentences holding an abnormality's mentions; 0 = none
     min_positives: int = 3  # fewer positive (or negative) training reports: the rules' label is kept
     threshold: float = 0.5
+    #: value of the rules'-label indicator: above 1 its weight costs less regularisation, so with few
+    #: training reports the layer stays close to the rules instead of falling back to the base rate
+    rule_scale: float = 3.0
 
 
 def _mention_value(m: Mention) -> str:
@@ -67,13 +70,13 @@ def _rule_value(v: Label) -> str:
     return "none" if v is None else _VALUE_NAMES[v]
 
 
-def report_features(result: ReportLabels, ngrams: int = 2) -> list[dict[str, float]]:
+def report_features(result: ReportLabels, ngrams: int = 0, rule_scale: float = 1.0) -> list[dict[str, float]]:
     """The features of one report, one dict per abnormality (in :data:`ABNORMALITIES` order).
 
     Binary indicators, plus the log count of each mention value. Only the rules' output is read (the
     mentions carry their sentences), so the layer needs nothing the evidence does not already hold.
     """
-    out: list[dict[str, float]] = [{f"rule={_rule_value(v)}": 1.0} for v in result.labels]
+    out: list[dict[str, float]] = [{f"rule={_rule_value(v)}": rule_scale} for v in result.labels]
     index = {name: i for i, name in enumerate(ABNORMALITIES)}
     counts: list[Counter[str]] = [Counter() for _ in ABNORMALITIES]
     sentences: list[set[str]] = [set() for _ in ABNORMALITIES]
@@ -130,7 +133,7 @@ class LearnedLayer:
     def predict(self, result: ReportLabels) -> list[int]:
         """0/1 per abnormality (CT-RATE's binary reading: uncertain counts as positive)."""
         logit = math.log(self.config.threshold / (1 - self.config.threshold))
-        feats = report_features(result, self.config.ngrams)
+        feats = report_features(result, self.config.ngrams, self.config.rule_scale)
         mentioned = {m.abnormality for m in result.mentions}
         out = []
         for name, model, f, rule in zip(ABNORMALITIES, self.models, feats, result.labels, strict=True):
@@ -184,6 +187,7 @@ class LearnedLayer:
                 "ngrams": self.config.ngrams,
                 "min_positives": self.config.min_positives,
                 "threshold": self.config.threshold,
+                "rule_scale": self.config.rule_scale,
             },
             "fit": self.info,
             "labels": labels,
@@ -237,7 +241,11 @@ def load_layer(path: str | Path, rules_digest: str | None = None) -> LearnedLaye
             models.append(LabelModel(float(entry["intercept"]), weights))
     cfg = data.get("config") or {}
     config = LayerConfig(
-        **{k: cfg[k] for k in ("c", "min_df", "ngrams", "min_positives", "threshold") if k in cfg}
+        **{
+            k: cfg[k]
+            for k in ("c", "min_df", "ngrams", "min_positives", "threshold", "rule_scale")
+            if k in cfg
+        }
     )
     return LearnedLayer(tuple(models), str(data.get("rules_sha256", "")), config, dict(data.get("fit") or {}))
 
@@ -260,7 +268,7 @@ def fit_layer(
     cfg = config or LayerConfig()
     if len(results) != len(truth):
         raise ValueError(f"{len(results)} rule results but {len(truth)} label rows")
-    feats = [report_features(r, cfg.ngrams) for r in results]
+    feats = [report_features(r, cfg.ngrams, cfg.rule_scale) for r in results]
     models = []
     for j, _name in enumerate(ABNORMALITIES):
         y = [int(t[j]) for t in truth]
