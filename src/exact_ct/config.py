@@ -57,6 +57,40 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, section: str = "") -> T
         raise ConfigError(f"{where}: {e}") from None
 
 
+def resolve_profile(profiles: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    """The mapping of profile ``name``: a profile with ``inherits: OTHER`` is OTHER's mapping with its own
+    keys merged over it (nested mappings merged key by key), so a profile lists only what differs."""
+    seen: list[str] = []
+    chain: list[dict[str, Any]] = []
+    while True:
+        if name not in profiles:
+            raise ConfigError(f"{where}: profile {name!r} not in {sorted(profiles)}")
+        if name in seen:
+            raise ConfigError(f"{where}: profiles inherit in a cycle: {' -> '.join([*seen, name])}")
+        seen.append(name)
+        body = dict(profiles[name] or {})
+        chain.append(body)
+        parent = body.pop("inherits", None)
+        chain[-1] = body
+        if parent is None:
+            break
+        name = str(parent)
+    merged: dict[str, Any] = {}
+    for body in reversed(chain):
+        merged = _merge(merged, body)
+    return merged
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def section(cls: type[T], name: str, path: str | os.PathLike[str] = DEFAULT_PARAMS) -> T:
     """Load one section of params.yaml into its typed config."""
     return from_dict(cls, load_params(path).get(name), name)

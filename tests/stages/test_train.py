@@ -104,7 +104,7 @@ def test_train_stage_writes_package_and_dvclive_curves(dataset: Path) -> None:
     meta = json.loads((root / "models/toy/package.json").read_text())
     assert meta["data_version"] == json.loads((root / "ds/dataset.json").read_text())["data_version"]
     assert meta["params"]["seed"] == 7 and set(pkg.thresholds) == set(meta["schema"]["abnormalities"])
-    assert meta["schema"]["organ_regions"]["Pleural effusion"] == [4]
+    assert meta["schema"]["organ_regions"]["Pleural effusion"] == {"organs": [4], "margin_mm": 6.0}
     assert pkg.plan.size_xyz == (12, 10, 8)
     dv = json.loads((root / "rt/metrics.json").read_text())
     assert dv["step"] == 1 and "loss" in dv["train"] and "organ_dice_pseudo" in dv["val"]
@@ -250,4 +250,36 @@ def test_kill_dash_9_then_rerun_continues_to_the_same_weights(dataset: Path, tmp
     cfg = from_dict(TrainConfig, params["train"], "train")
     train(cfg, dataset / "ds", tmp_path / "straight", tmp_path / "rs", tmp_path / "cs", seed=7)
     wa, wb = _weights(tmp_path / "m"), _weights(tmp_path / "straight")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ema_selection_is_the_weight_average_and_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
+    """select: ema publishes the moving average (not the last step's weights), and a kill + resume
+    restores the average too, so the package is bit-identical to an uninterrupted run's."""
+    straight = train(
+        _cfg(select="ema"), dataset / "ds", tmp_path / "a", tmp_path / "ra", tmp_path / "ca", seed=7
+    )
+    last = train(_cfg(), dataset / "ds", tmp_path / "l", tmp_path / "rl", tmp_path / "cl", seed=7)
+    assert straight["selected"] == "ema" and last["selected"] == "last"
+    wa, wl = _weights(tmp_path / "a"), _weights(tmp_path / "l")
+    assert any(not torch.equal(wa[k], wl[k]) for k in wa if wa[k].is_floating_point())
+    with pytest.raises(Interrupted):
+        train(
+            _cfg(select="ema", checkpoint_every_steps=1),
+            dataset / "ds",
+            tmp_path / "b",
+            tmp_path / "rb",
+            tmp_path / "cb",
+            seed=7,
+            stop_after_steps=3,
+        )
+    train(
+        _cfg(select="ema", checkpoint_every_steps=1),
+        dataset / "ds",
+        tmp_path / "b",
+        tmp_path / "rb",
+        tmp_path / "cb",
+        seed=7,
+    )
+    wb = _weights(tmp_path / "b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

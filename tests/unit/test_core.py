@@ -159,3 +159,32 @@ def test_map_ordered_consumes_a_generator_lazily():
     assert next(results) == 0
     assert len(pulled) <= 5  # a window of 2 * workers, not the whole input
     assert list(results) == [i * i for i in range(1, 100)]
+
+
+def test_a_profile_inherits_another_and_lists_only_what_differs():
+    from exact_ct.config import ConfigError, resolve_profile
+    from exact_ct.training.config import TrainConfig
+
+    profiles = {
+        "cpu-demo": {"lr": 0.008, "loss": {"max_pos_weight": 5.0, "average_scales": True}, "epochs": 4},
+        "gpu": {"inherits": "cpu-demo", "lr": 0.001, "loss": {"max_pos_weight": 20.0}, "device": "cuda"},
+    }
+    gpu = config.from_dict(TrainConfig, {"profile": "gpu", "profiles": profiles}).active()
+    assert (gpu.lr, gpu.epochs, gpu.device) == (0.001, 4, "cuda")
+    # nested sections merge key by key: the inherited average_scales stays, the cap is overridden
+    assert gpu.loss.average_scales is True and gpu.loss.max_pos_weight == 20.0
+    with pytest.raises(ConfigError, match="cycle"):
+        resolve_profile({"a": {"inherits": "b"}, "b": {"inherits": "a"}}, "a", "train.profiles")
+    with pytest.raises(ConfigError, match="'nope'"):
+        resolve_profile({"a": {"inherits": "nope"}}, "a", "train.profiles")
+
+
+def test_organ_weight_decays_exponentially_to_its_floor_as_exact_does():
+    from exact_ct.model.losses import LossConfig, organ_loss_weight
+
+    cfg = LossConfig(
+        organ_weight_start=2.0, organ_weight_end=0.5, organ_weight_epochs=10, organ_weight_decay="exp"
+    )
+    assert organ_loss_weight(cfg, 0) == 2.0
+    assert organ_loss_weight(cfg, 1) == pytest.approx(2.0 * np.exp(-1.0))
+    assert organ_loss_weight(cfg, 9) == 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exact_ct.config import ConfigError, from_dict
+from exact_ct.config import ConfigError, from_dict, resolve_profile
 from exact_ct.dataset.labels import LabelPolicy
 from exact_ct.dataset.split import SplitConfig
 
@@ -63,4 +63,5 @@ class BuildDatasetConfig:
             raise ConfigError(
                 f"build_dataset.profile {self.profile!r} not in profiles {sorted(self.profiles)}"
             )
-        return from_dict(GridProfile, self.profiles[self.profile], f"build_dataset.profiles.{self.profile}")
+        body = resolve_profile(self.profiles, self.profile, "build_dataset.profiles")
+        return from_dict(GridProfile, body, f"build_dataset.profiles.{self.profile}")

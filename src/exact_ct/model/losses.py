@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +26,12 @@ class LossConfig:
         max_pos_weight: cap on the positive-class weight n_neg / n_pos (rare findings).
         organ_weight_start: weight of the organ loss at epoch 0.
         organ_weight_end: weight after ``organ_weight_epochs`` epochs (a floor, so organs stay learnt).
-        organ_weight_epochs: length of the linear decay.
+        organ_weight_epochs: length of the decay.
+        organ_weight_decay: ``linear`` from start to end over ``organ_weight_epochs``, or ``exp``:
+            ``start * exp(-10 * epoch / organ_weight_epochs)`` floored at ``end`` (EXACT's schedule).
         half_scale_weight: weight of the half-resolution MIL loss relative to the full-resolution one.
+        average_scales: the MIL loss is the weighted *mean* of the two scales' BCE (EXACT) instead of
+            their sum, so adding the half scale does not double the MIL loss against the organ loss.
     """
 
     uncertain: str = "mask"
@@ -36,8 +41,12 @@ class LossConfig:
     organ_weight_end: float = 0.2
     organ_weight_epochs: int = 10
     half_scale_weight: float = 1.0
+    organ_weight_decay: str = "linear"
+    average_scales: bool = False
 
     def __post_init__(self) -> None:
+        if self.organ_weight_decay not in ("linear", "exp"):
+            raise ValueError(f"loss.organ_weight_decay {self.organ_weight_decay!r}: expected linear or exp")
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise ValueError(
                 f"loss.uncertain {self.uncertain!r} unknown; expected one of {UNCERTAIN_POLICIES}"
@@ -96,10 +105,12 @@ def weighted_bce(
 
 
 def organ_loss_weight(cfg: LossConfig, epoch: int) -> float:
-    """Linear decay from ``organ_weight_start`` to ``organ_weight_end`` over ``organ_weight_epochs``."""
+    """Organ-loss weight at ``epoch``: linear or exponential decay (``cfg.organ_weight_decay``)."""
     if cfg.organ_weight_epochs <= 0:
         return cfg.organ_weight_end
     t = min(1.0, max(0.0, epoch / cfg.organ_weight_epochs))
+    if cfg.organ_weight_decay == "exp":
+        return max(cfg.organ_weight_end, cfg.organ_weight_start * math.exp(-10.0 * t))
     return cfg.organ_weight_start + t * (cfg.organ_weight_end - cfg.organ_weight_start)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exact_ct.config import ConfigError, from_dict
+from exact_ct.config import ConfigError, from_dict, resolve_profile
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.losses import LossConfig
 
@@ -35,6 +35,10 @@ class AugmentConfig:
     noise_std: float = 0.0
 
 
+#: Which weights the model package is written from (``TrainProfile.select``).
+SELECTIONS = ("last", "ema", "best_val")
+
+
 @dataclass(frozen=True)
 class TrainProfile:
     """One training profile.
@@ -57,6 +61,11 @@ class TrainProfile:
         pseudo_mask_epochs: length of that decay.
         cache_in_memory: keep the deterministic part of every study in RAM (small datasets).
         deterministic: ``torch.use_deterministic_algorithms`` (CPU runs are then bit-reproducible).
+        select: which weights become the model package: ``last`` (the final step's), ``ema`` (an
+            exponential moving average of the weights over the steps, decay ``ema_decay``) or
+            ``best_val`` (the epoch with the best validation macro AUROC; only meaningful with a large
+            validation split: on a few studies that choice is noise).
+        ema_decay: decay of the weight average per step (``select: ema``).
     """
 
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -78,6 +87,14 @@ class TrainProfile:
     pseudo_mask_epochs: int = 4
     cache_in_memory: bool = True
     deterministic: bool = True
+    select: str = "last"
+    ema_decay: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECTIONS:
+            raise ConfigError(f"train select {self.select!r} unknown; expected one of {SELECTIONS}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"train ema_decay must be in (0, 1), got {self.ema_decay!r}")
 
 
 @dataclass(frozen=True)
@@ -95,4 +112,5 @@ class TrainConfig:
             return TrainProfile()
         if self.profile not in self.profiles:
             raise ConfigError(f"train.profile {self.profile!r} not in profiles {sorted(self.profiles)}")
-        return from_dict(TrainProfile, self.profiles[self.profile], f"train.profiles.{self.profile}")
+        body = resolve_profile(self.profiles, self.profile, "train.profiles")
+        return from_dict(TrainProfile, body, f"train.profiles.{self.profile}")

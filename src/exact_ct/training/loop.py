@@ -130,6 +130,18 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return f
 
 
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], net: torch.nn.Module, decay: float, step: int) -> None:
+    """One step of the exponential moving average of the weights. The decay ramps up as
+    ``(1 + step) / (10 + step)`` to ``decay``, so the first steps do not anchor it to the initial weights."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    for key, value in net.state_dict().items():
+        if value.is_floating_point():
+            ema[key].mul_(d).add_(value.detach(), alpha=1.0 - d)
+        else:
+            ema[key].copy_(value)
+
+
 def _save_atomic(obj: Any, path: Path) -> None:
     write_bytes_atomic(path, torch_bytes(obj))
 
@@ -215,9 +227,12 @@ def step_losses(
         region = organ_probs.detach() if profile.pooling.detach_organs else organ_probs
     p_full = pool(pool.pool_input(out.anomaly_logits_full), region, profile.pooling.k_full)
     p_half = pool(pool.pool_input(out.anomaly_logits_half), region, profile.pooling.k_half)
-    l_cls = weighted_bce(p_full, targets, mask, pos_weight) + profile.loss.half_scale_weight * weighted_bce(
+    w_half = profile.loss.half_scale_weight
+    l_cls = weighted_bce(p_full, targets, mask, pos_weight) + w_half * weighted_bce(
         p_half, targets, mask, pos_weight
     )
+    if profile.loss.average_scales:
+        l_cls = l_cls / (1.0 + w_half)
     l_org = organ_loss(out.organ_logits, organs, out.organ_logits_deep)
     return l_cls + w_org * l_org, l_cls, l_org
 
@@ -295,7 +310,8 @@ def train(
     params_used: dict[str, Any] | None = None,
     stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume), then write the model package from the best epoch. Returns the final metrics.
+    """Train (or resume), then write the model package from the selected weights (``select``: last step,
+    weight average, or best validation epoch). Returns the final metrics.
 
     Args:
         stop_after_steps: test hook: raise :class:`Interrupted` right after the checkpoint written at that
@@ -328,6 +344,10 @@ def train(
 
     torch.manual_seed(seed)  # weight init does not depend on anything done before
     net = ExactNet(profile.network, in_channels=plan.in_channels).to(device)
+    # validation runs on the weights that will be published (the moving average with select: ema)
+    eval_net = (
+        ExactNet(profile.network, in_channels=plan.in_channels).to(device) if profile.select == "ema" else net
+    )
     model: torch.nn.Module = net
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -362,6 +382,10 @@ def train(
         "history": [],
         "sums": None,
     }
+    # The weight average (select: ema) lives beside the weights and is checkpointed with them.
+    ema: dict[str, torch.Tensor] | None = (
+        {k: v.detach().clone() for k, v in net.state_dict().items()} if profile.select == "ema" else None
+    )
     last = checkpoints_dir / LAST
     if last.is_file():
         ckpt = load_checkpoint(last, device)
@@ -371,6 +395,8 @@ def train(
             scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
             _set_rng_state(ckpt["rng"])
+            if ema is not None:
+                ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
             state = {k: ckpt[k] for k in state}
             log.info("resuming from %s: epoch %d, step %d", last, state["epoch"], state["step"])
         else:
@@ -387,6 +413,7 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": _rng_state(),
+                **({"ema": ema} if ema is not None else {}),
                 **state,
             },
             last,
@@ -439,6 +466,8 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                update_ema(ema, net, profile.ema_decay, state["global_step"])
             sums = {
                 "loss": sums["loss"] + loss.item(),
                 "loss_cls": sums["loss_cls"] + l_cls.item(),
@@ -465,7 +494,9 @@ def train(
             "train/lr": scheduler.get_last_lr()[0],
         }
         if dist_info.main:
-            ev = evaluate_split(net, pool, val_ds, profile.pooling.k_test, device, amp)
+            if ema is not None:  # validate the weights that will be published
+                eval_net.load_state_dict(ema)
+            ev = evaluate_split(eval_net, pool, val_ds, profile.pooling.k_test, device, amp)
             record["val/macro_auroc"] = ev["macro_auroc"]
             record["val/organ_dice_pseudo"] = ev["organ_dice_pseudo"]
             for name, v in ev["auroc"].items():
@@ -473,7 +504,8 @@ def train(
             if not math.isnan(ev["macro_auroc"]) and ev["macro_auroc"] > state["best"]:
                 state["best"], state["best_epoch"] = ev["macro_auroc"], epoch
                 _save_atomic(
-                    {"model": net.state_dict(), "epoch": epoch, "config_hash": chash}, checkpoints_dir / BEST
+                    {"model": eval_net.state_dict(), "epoch": epoch, "config_hash": chash},
+                    checkpoints_dir / BEST,
                 )
             log.info(
                 "epoch %d: loss %.4f, val macro AUROC %.4f, organ Dice (pseudo) %.3f",
@@ -493,6 +525,11 @@ def train(
 
     if not dist_info.main:
         return {}
+    # The published weights: the last step's, their moving average, or the best validation epoch's.
+    if profile.select == "ema" and ema is not None:
+        net.load_state_dict(ema)
+    elif profile.select == "best_val" and (checkpoints_dir / BEST).is_file():
+        net.load_state_dict(load_checkpoint(checkpoints_dir / BEST, device)["model"])
     return _finish(
         cfg,
         profile,
@@ -540,15 +577,13 @@ def _finish(
     params_used: dict[str, Any] | None,
     live: Any,
 ) -> dict[str, Any]:
-    """Best weights -> thresholds on validation -> model package and final metrics."""
-    best = checkpoints_dir / BEST
-    if best.is_file():
-        net.load_state_dict(load_checkpoint(best, device)["model"])
+    """Selected weights (already in ``net``) -> thresholds on validation -> model package and metrics."""
     ev = evaluate_split(net, pool, val_ds, profile.pooling.k_test, device, amp)
     valid = val_ds.uncertain < 0.5
     thresholds = M.youden_thresholds(val_ds.labels, ev["probs"], valid)
     f1 = M.f1_at(val_ds.labels, ev["probs"], thresholds, valid)
     metrics = {
+        "selected": profile.select,
         "best_epoch": int(state["best_epoch"]),
         "epochs": int(profile.epochs),
         "val_macro_auroc": ev["macro_auroc"],
