@@ -37,14 +37,17 @@ def write_replicated(path: Path, texts: list[str], n: int) -> None:
             w.writerow([f"r{i}", texts[i % len(texts)]])
 
 
-def child(csv_path: str, workers: int) -> None:
+def child(csv_path: str, workers: int, learned_layer: bool = False) -> None:
     """Label one CSV end to end; print seconds and peak RSS (MiB) as JSON."""
     from exact_ct.reports.batch import LabelConfig, label_table
 
     out = Path(csv_path).with_suffix(".labels.csv")
     t0 = time.perf_counter()
     summary = label_table(
-        csv_path, out, evidence_out=out.with_suffix(".evidence.csv"), config=LabelConfig(workers=workers)
+        csv_path,
+        out,
+        evidence_out=out.with_suffix(".evidence.csv"),
+        config=LabelConfig(workers=workers, learned_layer=learned_layer),
     )
     took = time.perf_counter() - t0
     self_use = resource.getrusage(resource.RUSAGE_SELF)
@@ -67,9 +70,10 @@ def child(csv_path: str, workers: int) -> None:
     )
 
 
-def run_child(csv_path: Path, workers: int) -> dict[str, float]:
+def run_child(csv_path: Path, workers: int, learned_layer: bool = False) -> dict[str, float]:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(csv_path), "--workers", str(workers)],
+        [sys.executable, __file__, "--child", str(csv_path), "--workers", str(workers),
+         *(["--learned-layer"] if learned_layer else [])],
         capture_output=True, text=True, cwd=REPO, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -83,10 +87,15 @@ def main() -> int:
     parser.add_argument("--default-sample", type=int, default=150)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="4,000 reports, 100 for the default pipeline")
+    parser.add_argument(
+        "--learned-layer",
+        action="store_true",
+        help="apply the packaged learned layer (parse_reports.learned_layer)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.workers)
+        child(args.child, args.workers, args.learned_layer)
         return 0
     if args.quick:
         args.reports, args.default_sample = 4_000, 100
@@ -122,14 +131,15 @@ def main() -> int:
         small, big = Path(tmp) / "small.csv", Path(tmp) / "big.csv"
         write_replicated(small, texts, small_n)
         write_replicated(big, texts, args.reports)
-        small_run = run_child(small, args.workers)
-        big_run = run_child(big, args.workers)
+        small_run = run_child(small, args.workers, args.learned_layer)
+        big_run = run_child(big, args.workers, args.learned_layer)
     rate = big_run["labelled"] / big_run["seconds"]
     print(
         f"{small_n} reports: {small_run['seconds']:.1f} s, peak RSS main {small_run['rss_main_mib']:.0f} MiB, "
         f"worker {small_run['rss_worker_mib']:.0f} MiB; {args.reports} reports: {big_run['seconds']:.1f} s, "
         f"peak RSS main {big_run['rss_main_mib']:.0f} MiB, worker {big_run['rss_worker_mib']:.0f} MiB "
-        f"({args.workers} workers, labels + evidence written); CPU time {big_run['cpu_seconds']:.1f} s (main "
+        f"({args.workers} workers, labels + evidence written"
+        f"{', learned layer on' if args.learned_layer else ''}); CPU time {big_run['cpu_seconds']:.1f} s (main "
         f"{big_run['cpu_main']:.1f} s, workers {big_run['cpu_workers']:.1f} s) = "
         f"{big_run['labelled'] / big_run['cpu_seconds']:.0f} reports per CPU-second "
         f"({big_run['labelled'] / big_run['cpu_seconds'] / default_cpu:.1f}x the default pipeline's)",
