@@ -34,14 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     from exact_ct.config import load_params, section
     from exact_ct.logs import setup_logging
     from exact_ct.training.config import TrainConfig
-    from exact_ct.training.loop import train
+    from exact_ct.training.loop import finish_distributed, train
 
     setup_logging()
     cfg = section(TrainConfig, "train", args.params)
     params = load_params(args.params)
     seed = int(cfg.seed if cfg.seed is not None else params.get("seed", 0))
     used = {"train": params.get("train"), "build_dataset": params.get("build_dataset"), "seed": seed}
-    train(cfg, args.dataset, args.out, args.reports, args.checkpoints, seed=seed, params_used=used)
+    try:
+        train(cfg, args.dataset, args.out, args.reports, args.checkpoints, seed=seed, params_used=used)
+    finally:
+        finish_distributed()
     return 0
 
 

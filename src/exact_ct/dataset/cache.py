@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ def save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Non
             zf.writestr(info, buf.getvalue(), compresslevel=6)
 
 
-def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """All arrays of a cached study, loaded eagerly (no pickles)."""
+def load_npz(path: str | os.PathLike[str], keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Arrays of a cached study, loaded eagerly (no pickles): all of them, or only ``keys`` (members
+    not read are never decompressed: training needs image and organs, not the 18 truth lesion masks)."""
     with np.load(Path(path), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files if keys is None or k in keys}

@@ -68,7 +68,7 @@ class EvaluateConfig:
     explain_max: int = 0
     gallery_max: int = 6
     montage_findings: int = 3
-    device: str = "cpu"
+    device: str = "auto"
     threads: int = 2
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
 

@@ -197,7 +197,7 @@ def predict_probs(rows: pd.DataFrame, dataset_dir: Path, package: Any, device: s
     """Study-level probabilities (n, 18) of cached studies."""
     out = np.zeros((len(rows), len(ABNORMALITIES)), dtype=np.float64)
     for i, row in enumerate(rows.itertuples(index=False)):
-        probs, _, _ = _predict_grid(load_npz(dataset_dir / str(row.cache)), package, device)
+        probs, _, _ = _predict_grid(load_npz(dataset_dir / str(row.cache), keys=("image",)), package, device)
         out[i] = probs
     return out
 

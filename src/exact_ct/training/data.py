@@ -52,7 +52,7 @@ class LoadCachedStudyd(MapTransform):
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)
-        arrays = load_npz(d.pop(self.path_key))
+        arrays = load_npz(d.pop(self.path_key), keys=("image", "organs"))
         d[IMAGE] = arrays["image"].astype(np.float32)
         d[ORGANS] = arrays["organs"]
         return d

@@ -82,11 +82,21 @@ def setup_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     import torch.distributed as dist
 
+    if device.type == "cuda":  # each rank owns one GPU before NCCL starts (else all share cuda:0)
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(
         rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0"))
     )
+
+
+def finish_distributed() -> None:
+    """Tear down the process group ``setup_distributed`` started (torchrun runs), if any."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def pick_device(profile: TrainProfile) -> torch.device:
@@ -107,6 +117,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    else:  # fixed input size: let cuDNN pick the fastest convolution algorithms once
+        torch.backends.cudnn.benchmark = True
 
 
 def config_hash(profile: TrainProfile, seed: int, data_version: str) -> str:
