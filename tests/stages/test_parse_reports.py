@@ -107,3 +107,20 @@ def test_unknown_params_key_is_rejected(tmp_path: Path) -> None:
     reports = write_reports(tmp_path / "reports.csv", [("s-1", "p", "Emphysema.", "")])
     with pytest.raises(ConfigError, match="parse_reports"):
         main(argv(tmp_path, write_params(tmp_path, worker=3), reports))
+
+
+def test_stage_applies_the_learned_layer_when_switched_on(tmp_path: Path) -> None:
+    from exact_ct.io import sha256_file
+
+    reports = write_reports(
+        tmp_path / "reports.csv", [("s-1", "p", "Atelectasis in the right lower lobe.", "Atelectasis.")]
+    )
+    shipped = REPO / "src" / "exact_ct" / "rules" / "learned_layer.json"
+    for on in (False, True):
+        root = tmp_path / str(on)
+        root.mkdir()
+        assert main(argv(root, write_params(root, learned_layer=on), reports)) == 0
+        summary = json.loads((root / "reports" / "parse_reports" / "b1.json").read_text())
+        assert summary["learned_layer_sha256"] == (sha256_file(shipped) if on else "")
+        assert summary["learned_layer_changed"] == 0
+        assert read(root / "interim" / "parse_reports" / "b1" / "labels.csv")[0]["Atelectasis"] == "1"
