@@ -84,7 +84,11 @@ def test_every_bad_input_ends_in_its_named_reason_and_nothing_is_lost(
         f"{s}.nii.gz" for s in manifest["study_id"]
     )
     # The wrong-modality files never form a study, so their report row is an orphan (named, not lost).
-    assert summary["reports_quarantined"] == {"invalid_utf8": 1, "report_without_study": 2}
+    assert summary["reports_quarantined"] == {
+        "invalid_utf8": 1,
+        "report_too_long": 1,
+        "report_without_study": 2,
+    }
 
     # parse_reports: every de-identified report row is labelled or quarantined.
     assert labels.rows_read == summary["reports_used"] == labels.labelled + labels.quarantined
@@ -95,7 +99,7 @@ def test_every_bad_input_ends_in_its_named_reason_and_nothing_is_lost(
     finished = [c for c in cases if not c.stage]
     stopped = Counter(c.stage for c in cases if c.stage)
     assert len(cases) == len(finished) + sum(stopped.values())
-    assert len(finished) == 3 and stopped == {"ingest": 13, "parse_reports": 2}
+    assert len(finished) == 3 and stopped == {"ingest": 14, "parse_reports": 1}
 
     # Inputs are never modified.
     assert {p: p.stat().st_mtime_ns for p in drop.rglob("*") if p.is_file()} == before

@@ -257,3 +257,18 @@ def test_latin1_report_rows_name_the_encoding(tmp_path: Path) -> None:
     (row,) = quarantine[quarantine["rule"] == "invalid_utf8"].to_dict("records")
     assert "Windows-1252 (Latin-1)" in row["message"]
     assert summary["studies_used"] == 1
+
+
+def test_overlong_report_row_is_quarantined_unread(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    good_study(drop)
+    good_study(drop, "ACCGOOD2", seed=1)
+    write_reports(drop, ["ACCGOOD1", "ACCGOOD2"])
+    frame = pd.read_csv(drop / "reports.csv", dtype=str)
+    frame.loc[1, "findings"] = "No pleural effusion. Call 555-231-4477. " * 200
+    frame.to_csv(drop / "reports.csv", index=False)
+    summary, quarantine = run(drop, tmp_path / "out", dataclasses.replace(CFG, max_report_chars=1000))
+    assert summary["reports_quarantined"] == {"report_too_long": 1}
+    assert summary["studies_quarantined"] == {"study_without_report": 1} and summary["studies_used"] == 1
+    reports = pd.read_csv(tmp_path / "out" / "reports.csv", dtype=str)
+    assert len(reports) == 1 and "555" not in (tmp_path / "out" / "reports.csv").read_text()

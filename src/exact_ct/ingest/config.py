@@ -45,6 +45,8 @@ class IngestConfig:
             pixel is decoded).
         max_volume_voxels: largest voxel count of one series or NIfTI volume (frames x Rows x Columns).
         max_file_mb: largest input file, and largest inflated size of a deflate-compressed DICOM file.
+        max_report_chars: a reports.csv row whose findings + impression are longer is quarantined
+            (report_too_long) without its text being read; its study then has no report.
     """
 
     workers: int = 2
@@ -94,3 +96,4 @@ class IngestConfig:
     max_image_pixels: int = 2048 * 2048
     max_volume_voxels: int = 1024 * 1024 * 1024
     max_file_mb: float = 2048.0
+    max_report_chars: int = 50000

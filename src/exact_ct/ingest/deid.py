@@ -226,7 +226,9 @@ def build_analyzer(custom: bool = True) -> Any:
 
     class _BlankSpacy(SpacyNlpEngine):
         def load(self) -> None:
-            self.nlp = {"en": spacy.blank("en")}
+            nlp = spacy.blank("en")
+            nlp.max_length = 10**8  # a tokenizer only: no parser/NER memory to guard against
+            self.nlp = {"en": nlp}
 
     engine = _BlankSpacy(models=[{"lang_code": "en", "model_name": "blank"}])
     engine.load()

@@ -49,6 +49,7 @@ MANIFEST_COLUMNS = (
 DROP_META_FILES = ("reports.csv", "_COMPLETE", "_MANIFEST.sha256")  # exact_ct.batches: REPORTS_FILE, ...
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 _INVALID = "_invalid_utf8"  # marks a reports.csv row that is not valid UTF-8 (its values are dropped)
+_TOO_LONG = "_too_long"  # marks a row whose text exceeds max_report_chars (its text is dropped unread)
 _PATH_DATE_RE = re.compile(r"(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?:\d{4,6})?")
 
 
@@ -290,7 +291,7 @@ def _path_failure(path: str, rel: str, path_max: int) -> FileOutcome | None:
     return None
 
 
-def _read_reports(drop: Path) -> tuple[list[dict[str, str]], str]:
+def _read_reports(drop: Path, max_chars: int) -> tuple[list[dict[str, str]], str]:
     """The rows of reports.csv, and the file's likely encoding when it is not UTF-8 ("" when it is)."""
     import pandas as pd
 
@@ -333,6 +334,8 @@ def _read_reports(drop: Path) -> tuple[list[dict[str, str]], str]:
         }
         if any(_SURROGATE_RE.search(v) for v in r.values()):
             r = {c: "" for c in REPORT_COLUMNS} | {_INVALID: "1"}
+        elif (n_chars := len(r["findings"]) + len(r["impression"])) > max_chars:
+            r = r | {"findings": "", "impression": "", _TOO_LONG: str(n_chars)}
         rows.append(r)
     return rows, encoding
 
@@ -445,12 +448,13 @@ def ingest_drop(
                 k = ("dir", str(Path(item.rel).parent))
             study_for(k, item.accession).headers.append(item)
 
-    reports, report_encoding = _read_reports(drop)
+    max_report_chars = cfg.max_report_chars
+    reports, report_encoding = _read_reports(drop, max_report_chars)
     if report_encoding:
         log.warning("reports.csv is not valid UTF-8; it looks like %s", report_encoding)
     report_rows: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(reports):
-        if _INVALID not in r:
+        if _INVALID not in r and _TOO_LONG not in r:
             report_rows[r["accession_number"]].append(i)
 
     # Identifiers of the whole drop, used to scrub paths written to quarantine.csv / skipped.csv.
@@ -564,6 +568,13 @@ def ingest_drop(
                 "re-export reports.csv as UTF-8"
             )
             report_quarantine.append(FileOutcome(where, "quarantined", "invalid_utf8", msg))
+            continue
+        if _TOO_LONG in r:
+            msg = (
+                f"report text has {r[_TOO_LONG]} characters, above max_report_chars={max_report_chars}; "
+                "the text is not read (nor de-identified, nor written)"
+            )
+            report_quarantine.append(FileOutcome(where, "quarantined", "report_too_long", msg))
             continue
         if sid is None:
             msg = (

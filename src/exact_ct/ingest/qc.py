@@ -36,6 +36,7 @@ RULES: MappingProxyType[str, str] = MappingProxyType(
         "study_without_report": "imaging study whose accession number has no row in reports.csv (require_report)",
         "report_without_study": "reports.csv row whose accession number has no usable imaging input",
         "invalid_utf8": "reports.csv row that is not valid UTF-8 (the row is dropped, its study has no report)",
+        "report_too_long": "reports.csv row longer than max_report_chars (the text is dropped, its study has no report)",
         "incomplete_series": "InstanceNumber gaps in a single-frame series, or fewer images than its "
         "ImagesInAcquisition: a partly copied series (exact_ct.ingest.completeness)",
         "split_series": "one SeriesInstanceUID under several studies (accession numbers): a series split in two",
