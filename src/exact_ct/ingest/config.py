@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exact_ct.config import NonNegativeFloat, PositiveInt, Share
+
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -49,16 +51,16 @@ class IngestConfig:
             (report_too_long) without its text being read; its study then has no report.
     """
 
-    workers: int = 2
-    max_quarantine_share: float = 0.5
+    workers: PositiveInt = 2
+    max_quarantine_share: Share = 0.5
     require_report: bool = True
-    min_slices: int = 10
-    duplicate_position_tol_mm: float = 0.01
-    spacing_tolerance: float = 0.05
+    min_slices: PositiveInt = 10
+    duplicate_position_tol_mm: NonNegativeFloat = 0.01
+    spacing_tolerance: NonNegativeFloat = 0.05
     check_duplicate_pixels: bool = True
-    max_oblique_deg: float = 10.0
-    max_tilt_deg: float = 1.0
-    thin_slice_mm: float = 2.5
+    max_oblique_deg: NonNegativeFloat = 10.0
+    max_tilt_deg: NonNegativeFloat = 1.0
+    thin_slice_mm: NonNegativeFloat = 2.5
     kernel_preference: tuple[str, ...] = (
         r"lung|chest|sharp|^b[56789]\d|^i[5-7]\d|^fc[5-8]\d|^bl\d\d",
         r"soft|standard|body|medi|^b[234]\d|^i[34]\d|^fc0\d|^fc1\d|^br[34]\d",
@@ -86,14 +88,14 @@ class IngestConfig:
         "LSPINE",
         "CSPINE",
     )
-    min_lung_share: float = 0.14
+    min_lung_share: Share = 0.14
     hu_air_threshold: float = -500.0
-    min_air_share: float = 0.01
+    min_air_share: Share = 0.01
     max_hu_p99: float = 3000.0
-    header_chunk: int = 256
+    header_chunk: PositiveInt = 256
     allow_burned_in_annotation: bool = False
     min_hu: float = -1200.0
-    max_image_pixels: int = 2048 * 2048
-    max_volume_voxels: int = 1024 * 1024 * 1024
-    max_file_mb: float = 2048.0
-    max_report_chars: int = 50000
+    max_image_pixels: PositiveInt = 2048 * 2048
+    max_volume_voxels: PositiveInt = 1024 * 1024 * 1024
+    max_file_mb: NonNegativeFloat = 2048.0
+    max_report_chars: PositiveInt = 50000

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from exact_ct.config import PositiveInt, Share
 from exact_ct.io import atomic_path, sha256_file
 from exact_ct.reports.labeller import DEFAULT_IGNORED_SECTIONS, ReportLabeller
 from exact_ct.reports.learned import LAYER_FILE, LearnedLayer, load_layer
@@ -52,10 +53,10 @@ class ChunkResult(NamedTuple):
 class LabelConfig:
     """Settings of a labelling run (the ``parse_reports`` section of params.yaml)."""
 
-    workers: int = 2
-    chunk_size: int = 200
-    max_chars: int = 50_000
-    max_quarantine_share: float = 0.5
+    workers: PositiveInt = 2
+    chunk_size: PositiveInt = 200
+    max_chars: PositiveInt = 50_000
+    max_quarantine_share: Share = 0.5
     rules_dir: str | None = None
     #: apply ``learned_layer.json`` of the rules folder (``exact fit-labeller``) on top of the rules
     learned_layer: bool = False

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exact_ct.config import ConfigError, from_dict, resolve_profile
+from exact_ct.config import (
+    ConfigError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    Share,
+    from_dict,
+    resolve_profile,
+)
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.losses import LossConfig
 
@@ -72,19 +80,19 @@ class TrainProfile:
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    epochs: int = 10
-    batch_size: int = 1
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 20
-    grad_clip: float = 1.0
-    workers: int = 0
-    threads: int = 2
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 1
+    lr: NonNegativeFloat = 2e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    warmup_steps: NonNegativeInt = 20
+    grad_clip: NonNegativeFloat = 1.0
+    workers: NonNegativeInt = 0
+    threads: PositiveInt = 2
     device: str = "auto"
     amp: str = "bf16"
-    checkpoint_every_steps: int = 25
-    pseudo_mask_start: float = 1.0
-    pseudo_mask_epochs: int = 4
+    checkpoint_every_steps: PositiveInt = 25
+    pseudo_mask_start: Share = 1.0
+    pseudo_mask_epochs: NonNegativeInt = 4
     cache_in_memory: bool = True
     deterministic: bool = True
     select: str = "last"
