@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("infer", "run a published model on one study: probabilities, organs, anomaly maps, report"),
     "finetune": ("finetune", "fine-tune the pretrained model on a new task with few labels"),
     "embed": ("embed", "per-organ embedding vectors of one study"),
+    "models": ("models", "list the model registry's versions, promote one to champion, roll back"),
     "retrain": ("retrain", "run the Prefect retrain flow once on the inbox"),
     "serve": ("serve", "serve the retrain flow on a cron schedule"),
 }

@@ -85,6 +85,8 @@ def tiny_workspace(tmp_path: Path, batches: dict[str, int] | None = None, *, epo
     train["network"]["organ_deep_supervision"] = 1
     train["checkpoint_every_steps"] = 1
     params["evaluate"]["bootstrap"] = 20
+    # a few-study CI model is far below the quality floor; switch it off so the story (publish) runs
+    params["publish"]["min_macro_auroc"], params["publish"]["min_test_studies"] = 0.0, 0
     with open(params_path, "w") as f:
         yaml.dump(params, f)
     if not (ws / ".dvc").is_dir():

@@ -18,7 +18,13 @@ from exact_ct.publish.pipeline import publish
 from exact_ct.publish.registry import Registry, bump, parse_version
 from exact_ct.schema import ABNORMALITIES
 
-CFG = PublishConfig(max_macro_drop=0.02, max_label_drop=0.05, rescore_champion=False)
+CFG = PublishConfig(
+    max_macro_drop=0.02,
+    max_label_drop=0.05,
+    rescore_champion=False,
+    min_macro_auroc=0.0,
+    min_test_studies=0,
+)
 
 
 def _package(
@@ -170,3 +176,51 @@ def test_publish_is_deterministic(tmp_path: Path) -> None:
         "out/decision.json",
     ):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+def test_quality_floor_blocks_even_the_first_model(tmp_path: Path) -> None:
+    weak = gate(BASE, 0.333, None, None, max_macro_drop=0.02, max_label_drop=0.05, min_macro_auroc=0.5)
+    assert not weak.promote and "min_macro_auroc" in weak.reason
+    few = gate(
+        BASE, 0.9, None, None, max_macro_drop=0.02, max_label_drop=0.05, min_test_studies=10, test_studies=2
+    )
+    assert not few.promote and "2 test studies < min_test_studies 10" in few.reason
+    undefined = gate({}, None, None, None, max_macro_drop=0.02, max_label_drop=0.05, min_macro_auroc=0.5)
+    assert not undefined.promote
+    floor = PublishConfig(rescore_champion=False, min_macro_auroc=0.5, min_test_studies=3)
+    c1 = _package(tmp_path / "c1", 1)
+    reg_dir = tmp_path / "registry"
+    low = {n: 0.333 for n in ABNORMALITIES[:4]}
+    d = publish(floor, c1, _metrics(tmp_path / "m.json", low), reg_dir, tmp_path / "out")
+    assert d["status"] == "rejected" and d["version"] is None and "quality floor" in d["reason"]
+    assert Registry(reg_dir).champion() is None and d["tolerances"]["min_macro_auroc"] == 0.5
+    ok = publish(floor, c1, _metrics(tmp_path / "m2.json", BASE), reg_dir, tmp_path / "out")
+    assert ok["status"] == "first" and Registry(reg_dir).champion() == ok["version"]
+
+
+def test_models_cli_lists_promotes_and_rolls_back(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from exact_ct.cli import main
+
+    reg_dir = tmp_path / "registry"
+    publish(CFG, _package(tmp_path / "c1", 1), _metrics(tmp_path / "m1.json", BASE), reg_dir, tmp_path / "o")
+    publish(
+        CFG,
+        _package(tmp_path / "c2", 2, data_version="d2"),
+        _metrics(tmp_path / "m2.json", BASE),
+        reg_dir,
+        tmp_path / "o",
+    )
+    reg = Registry(reg_dir)
+    assert reg.versions() == ["0.1.0", "0.2.0"] and reg.champion() == "0.2.0"
+    common = ["models", "--registry", str(reg_dir), "--repo", str(tmp_path)]
+    assert main([*common, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "* " in out and "0.2.0" in out and "0.8000" in out
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("*")] == ["0.2.0"]
+    assert main([*common, "rollback"]) == 0 and reg.champion() == "0.1.0"
+    assert main([*common, "rollback"]) == 2  # no earlier champion left
+    assert "no earlier champion" in capsys.readouterr().err
+    assert main([*common, "promote", "0.2.0"]) == 0 and reg.champion() == "0.2.0"
+    assert main([*common, "promote", "9.9.9"]) == 2 and reg.champion() == "0.2.0"
+    assert "not registered" in capsys.readouterr().err
+    assert main([*common, "rollback"]) == 0 and reg.champion() == "0.1.0"

@@ -23,6 +23,10 @@ class GateDecision:
         return d
 
 
+def _fmt(v: float | None) -> str:
+    return "undefined" if v is None else f"{v:.4f}"
+
+
 def _delta(cand: float | None, champ: float | None) -> float | None:
     return None if cand is None or champ is None else round(float(cand) - float(champ), 6)
 
@@ -35,14 +39,34 @@ def gate(
     *,
     max_macro_drop: float,
     max_label_drop: float,
+    min_macro_auroc: float = 0.0,
+    min_test_studies: int = 0,
+    test_studies: int | None = None,
 ) -> GateDecision:
     """Decide promotion.
 
-    Rules: with no champion the candidate is promoted (first model). Otherwise it is rejected when its
+    Rules: first the quality floor, which holds with or without a champion: the candidate is rejected
+    when its macro AUROC is undefined or below ``min_macro_auroc`` (when that is above 0), or when it was
+    evaluated on fewer than ``min_test_studies`` test studies (``test_studies``; unknown counts as 0).
+    Then, with no champion, the candidate is promoted (first model). Otherwise it is rejected when its
     macro AUROC is undefined, when macro AUROC drops by more than ``max_macro_drop``, or when any
     abnormality defined for both models drops by more than ``max_label_drop``. Abnormalities defined
     for only one model are listed with a ``None`` difference and never decide.
     """
+    floor: list[str] = []
+    if min_macro_auroc > 0 and (candidate_macro is None or candidate_macro < min_macro_auroc):
+        floor.append(
+            f"macro AUROC {_fmt(candidate_macro)} is below the quality floor min_macro_auroc {min_macro_auroc}"
+        )
+    if min_test_studies > 0 and (test_studies or 0) < min_test_studies:
+        floor.append(f"{test_studies or 0} test studies < min_test_studies {min_test_studies}")
+    if floor:
+        macro0 = {
+            "candidate": candidate_macro,
+            "champion": champion_macro,
+            "delta": _delta(candidate_macro, champion_macro),
+        }
+        return GateDecision(False, "rejected: " + "; ".join(floor), macro0, {}, tuple(floor))
     if champion_auroc is None:
         return GateDecision(
             True,

@@ -73,7 +73,12 @@ def publish(
             "package_version": manifest.get("version", ""),
         },
         "champion": champion,
-        "tolerances": {"max_macro_drop": cfg.max_macro_drop, "max_label_drop": cfg.max_label_drop},
+        "tolerances": {
+            "max_macro_drop": cfg.max_macro_drop,
+            "max_label_drop": cfg.max_label_drop,
+            "min_macro_auroc": cfg.min_macro_auroc,
+            "min_test_studies": cfg.min_test_studies,
+        },
     }
     existing = reg.find_weights(weights_sha)
     if existing is not None:  # rerunning publish on the same model must not mint a new version
@@ -119,6 +124,9 @@ def publish(
         champ_macro,
         max_macro_drop=cfg.max_macro_drop,
         max_label_drop=cfg.max_label_drop,
+        min_macro_auroc=cfg.min_macro_auroc,
+        min_test_studies=cfg.min_test_studies,
+        test_studies=_test_studies(metrics),
     )
     record.update(
         promoted=decision.promote,
@@ -169,6 +177,11 @@ def publish(
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "decision.json", record)
     return record
+
+
+def _test_studies(metrics: dict[str, Any]) -> int | None:
+    n = metrics.get("studies", {}).get("test")
+    return None if n is None else int(n)
 
 
 def _f(v: float | None) -> str:

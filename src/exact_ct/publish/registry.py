@@ -4,7 +4,7 @@ Layout::
 
     models/registry/
       registry.json          every version: weights sha256, data version, bump kind, macro AUROC
-      champion.json          {"version": ..., "weights_sha256": ...}
+      champion.json          {"version": ..., "weights_sha256": ..., "previous": [older champions, newest last]}
       <major.minor.patch>/   weights.pt + package.json (the model package, version set to the folder's)
                              model_card.md, metadata.json (MONAI-bundle style), metrics.json (evaluation)
 
@@ -147,8 +147,43 @@ class Registry:
         write_json_atomic(self.root / REGISTRY_INDEX, idx)
         return dest
 
+    def _champion_record(self) -> dict[str, Any]:
+        p = self.root / CHAMPION
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
     def set_champion(self, version: str) -> None:
+        """Make ``version`` the champion; the one it replaces is remembered for :meth:`rollback`."""
+        if version not in self.versions() or not (self.path(version) / "package.json").is_file():
+            raise ValueError(
+                f"{self.root}: version {version!r} is not registered; registered: {self.versions() or 'none'}"
+            )
+        old = self._champion_record()
+        previous = [str(v) for v in old.get("previous", [])]
+        if old.get("version") and old["version"] != version:
+            previous.append(str(old["version"]))
         write_json_atomic(
             self.root / CHAMPION,
-            {"version": version, "weights_sha256": sha256_file(self.path(version) / "weights.pt")},
+            {
+                "version": version,
+                "weights_sha256": sha256_file(self.path(version) / "weights.pt"),
+                "previous": previous,
+            },
         )
+
+    def rollback(self) -> tuple[str, str]:
+        """Make the previous champion the champion again; returns (from, to)."""
+        old = self._champion_record()
+        current = old.get("version")
+        previous = [str(v) for v in old.get("previous", [])]
+        if not current or not previous:
+            raise ValueError(f"{self.root / CHAMPION}: no earlier champion to roll back to")
+        target = previous.pop()
+        write_json_atomic(
+            self.root / CHAMPION,
+            {
+                "version": target,
+                "weights_sha256": sha256_file(self.path(target) / "weights.pt"),
+                "previous": previous,
+            },
+        )
+        return str(current), target
