@@ -21,12 +21,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     An interrupted writer therefore never leaves a half-written file where a reader would look.
     The temporary name keeps the final suffixes so that libraries choosing a format by extension work.
+    The file gets the permissions a plain ``open()`` would give (0666 less the umask), not mkstemp's 0600.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~_umask())
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -34,6 +36,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it; no other way exists before Python 3.14)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -92,7 +101,10 @@ def save_nifti(
 
 def load_canonical(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Load a NIfTI and reorient it to RAS+ (closest canonical). Returns (array, affine_ras)."""
-    img = nib.as_closest_canonical(nib.load(str(path)))
+    try:
+        img = nib.as_closest_canonical(nib.load(str(path)))
+    except nib.filebasedimages.ImageFileError as e:
+        raise ValueError(f"{path}: not a NIfTI volume that can be read ({e})") from None
     return np.asanyarray(img.dataobj), img.affine.copy()
 
 

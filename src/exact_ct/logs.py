@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -22,6 +27,15 @@ def setup_logging(verbose: bool = False) -> None:
         _loguru.disable("PyRuSH")
     except ImportError:
         pass
+
+
+def progress(items: Iterable[T], desc: str, *, enabled: bool = True, **kw: Any) -> Iterable[T]:
+    """``items`` behind a tqdm progress bar on stderr, shown only on a terminal (and when ``enabled``, e.g.
+    on the main rank): logs, CI and DVC/Prefect captures get no bar lines. ``kw`` goes to tqdm."""
+    from tqdm.auto import tqdm
+
+    kw.setdefault("leave", False)
+    return tqdm(items, desc=desc, disable=not (enabled and sys.stderr.isatty()), **kw)
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -38,6 +38,7 @@ from exact_ct.io import (
     write_json_atomic,
     write_text_atomic,
 )
+from exact_ct.logs import progress
 from exact_ct.schema import ABNORMALITIES
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,12 @@ def evaluate_study(
     return StudyOutput(probs, report, loc, organ)
 
 
-def predict_probs(rows: pd.DataFrame, dataset_dir: Path, package: Any, device: str) -> np.ndarray:
+def predict_probs(
+    rows: pd.DataFrame, dataset_dir: Path, package: Any, device: str, desc: str = "predict"
+) -> np.ndarray:
     """Study-level probabilities (n, 18) of cached studies."""
     out = np.zeros((len(rows), len(ABNORMALITIES)), dtype=np.float64)
-    for i, row in enumerate(rows.itertuples(index=False)):
+    for i, row in enumerate(progress(rows.itertuples(index=False), desc, total=len(rows), unit="study")):
         probs, _, _ = _predict_grid(load_npz(dataset_dir / str(row.cache), keys=("image",)), package, device)
         out[i] = probs
     return out
@@ -241,7 +244,7 @@ def evaluate(
     )
 
     log.info("evaluate: %d val and %d test studies, labels from %s", len(val_rows), len(test_rows), source)
-    p_val = predict_probs(val_rows, dataset_dir, package, device)
+    p_val = predict_probs(val_rows, dataset_dir, package, device, "evaluate val")
     if len(val_rows):
         thresholds = metrics.choose_thresholds(
             ref_val.y, p_val, ABNORMALITIES, ref_val.valid, cfg.threshold_method
@@ -266,7 +269,10 @@ def evaluate(
     reports: list[grounded.GroundedReport] = []
     loc_rows: dict[str, list[dict[str, Any]]] = {n: [] for n in ABNORMALITIES}
     organ_rows: dict[str, list[dict[str, float | None]]] = {}
-    for i, row in enumerate(test_rows.itertuples(index=False)):
+    test_iter = progress(
+        test_rows.itertuples(index=False), "evaluate test", total=len(test_rows), unit="study"
+    )
+    for i, row in enumerate(test_iter):
         sdir = studies_dir / str(row.study_id) if row.study_id in explain_ids else None
         res = evaluate_study(row, dataset_dir, package, thresholds, ref_test.y[i], cfg, sdir, interim)
         p_test[i] = res.probs

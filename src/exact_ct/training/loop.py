@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from exact_ct.dataset.build import load_index, load_plan
 from exact_ct.io import atomic_path, write_bytes_atomic, write_json_atomic
+from exact_ct.logs import progress
 from exact_ct.model.losses import (
     OrganLoss,
     apply_uncertain_policy,
@@ -465,7 +466,15 @@ def train(
         p_pseudo = pseudo_mask_probability(profile.pseudo_mask_start, profile.pseudo_mask_epochs, epoch)
         sums = state.get("sums") or {"loss": 0.0, "loss_cls": 0.0, "loss_organ": 0.0, "n": 0}
         model.train()
-        for step, batch in enumerate(loader, start=done):
+        bar = progress(  # a terminal bar on the main rank only
+            loader,
+            f"epoch {epoch + 1}/{profile.epochs}",
+            enabled=dist_info.main,
+            initial=done,
+            total=done + len(loader),
+            unit="step",
+        )
+        for step, batch in enumerate(bar, start=done):
             use_pseudo = np.random.default_rng([seed, epoch, step]).random() < p_pseudo
             loss, l_cls, l_org = step_losses(
                 model, pool, organ_loss, batch, profile, pos_weight, device, amp, use_pseudo, w_org

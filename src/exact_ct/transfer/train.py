@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from exact_ct.logs import progress
 from exact_ct.model.network import ExactNet
 from exact_ct.model.package import ModelPackage
 from exact_ct.transfer.config import FinetuneConfig
@@ -143,7 +144,8 @@ def fit(
         region = torch.from_numpy(region_mask(organs, cfg.region if data.organs is not None else ()))
     losses: list[float] = []
     net.train()
-    for epoch in range(cfg.epochs):
+    bar = progress(range(cfg.epochs), f"finetune {kind}", unit="epoch")
+    for epoch in bar:
         # Head-only warm-up: the trunk takes no step (its gradients are not even computed).
         warm = epoch < cfg.head_warmup_epochs
         for p in trunk:
@@ -169,6 +171,8 @@ def fit(
             total += float(loss.item())
             steps += 1
         losses.append(total / max(1, steps))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
         log.debug("finetune epoch %d: loss %.4f", epoch, losses[-1])
     net.eval()
     return net, losses

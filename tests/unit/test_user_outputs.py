@@ -1,0 +1,59 @@
+"""What a user of the command line sees: progress bars on a terminal, one-line errors, file permissions."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exact_ct.cli import main
+from exact_ct.io import save_nifti, write_json_atomic
+from exact_ct.logs import progress
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_and_the_main_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    term = _Tty()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert list(progress(range(3), "epoch 1/2", unit="step")) == [0, 1, 2]
+    assert "epoch 1/2" in term.getvalue() and "/3" in term.getvalue()
+    term.truncate(0)
+    assert list(progress(range(3), "peer", enabled=False)) == [0, 1, 2]
+    assert "peer" not in term.getvalue()
+    piped = io.StringIO()  # a log file or a captured pipe: no bar lines
+    monkeypatch.setattr(sys, "stderr", piped)
+    assert list(progress(range(3), "epoch 1/2")) == [0, 1, 2] and piped.getvalue() == ""
+
+
+def test_pseudo_masks_on_a_text_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    text = tmp_path / "README.md"
+    text.write_text("# not a scan\n")
+    assert main(["pseudo-masks", str(text), str(tmp_path / "out.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("exact pseudo-masks: error:") and "not a NIfTI volume" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_outputs_get_the_usual_umask_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "a.json", {"a": 1})
+        save_nifti(np.zeros((2, 2, 2)), np.eye(4), tmp_path / "b.nii.gz")
+        os.umask(0o002)
+        write_json_atomic(tmp_path / "c.json", {"c": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.nii.gz").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "c.json").stat().st_mode) == 0o664
