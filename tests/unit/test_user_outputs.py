@@ -57,3 +57,26 @@ def test_outputs_get_the_usual_umask_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.nii.gz").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "c.json").stat().st_mode) == 0o664
+
+
+def test_overlay_shows_a_weak_anomaly_map(tmp_path: Path) -> None:
+    """A map peaking at 0.03 (a typical below-threshold study) must still be visible as colour."""
+    from PIL import Image
+
+    from exact_ct.evaluation import explain
+    from exact_ct.schema import ABNORMALITIES
+
+    shape = (40, 32, 24)
+    hu = np.full(shape, -800.0)
+    organs = np.zeros(shape, np.uint8)  # no contours: any colour in the panels is the heat map
+    maps = np.zeros((*shape, len(ABNORMALITIES)), np.float32)
+    maps[10:20, 10:20, 8:16, 0] = 0.03
+    probs = dict.fromkeys(ABNORMALITIES, 0.01) | {ABNORMALITIES[0]: 0.02}
+    png = explain.montage(
+        tmp_path / "overlay.png", hu, organs, maps, np.diag([4.0, 4.0, 4.0, 1.0]), [], probs
+    )
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    h = rgb.shape[0]
+    panels = rgb[: int(h * 0.75)]  # above the organ legend
+    saturated = (panels.max(-1) - panels.min(-1)) > 80
+    assert saturated.sum() > 2000

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from exact_ct.evaluation.grounded import Finding, location_text
 from exact_ct.io import atomic_path, save_nifti
-from exact_ct.schema import ABNORMALITIES
+from exact_ct.schema import ABNORMALITIES, ORGANS
 
 #: Organ contour colours (ids 1-9), chosen to stay distinct over a grey CT and a hot heat map.
 ORGAN_COLOURS = {
@@ -46,8 +47,14 @@ def save_maps(
     return a, o
 
 
-def _panel(ax: object, ct: np.ndarray, org: np.ndarray, heat: np.ndarray, aspect: float, title: str) -> None:
-    """One slice: arrays are (first, second) = (x, y) for axial, (x, z) for coronal."""
+#: Map values below this share of the row's display maximum are left transparent (the CT shows through).
+HEAT_FLOOR = 0.2
+
+
+def _panel(
+    ax: Any, ct: np.ndarray, org: np.ndarray, heat: np.ndarray, aspect: float, title: str, vmax: float
+) -> Any:
+    """One slice: arrays are (first, second) = (x, y) for axial, (x, z) for coronal. Returns the heat image."""
     lo, hi = WINDOW_HU
     ax.imshow(
         np.clip(ct.T, lo, hi),
@@ -57,29 +64,32 @@ def _panel(ax: object, ct: np.ndarray, org: np.ndarray, heat: np.ndarray, aspect
         origin="lower",
         aspect=aspect,
         interpolation="nearest",
-    )  # type: ignore[attr-defined]
-    h = np.ma.masked_less(heat.T, 0.05)
-    ax.imshow(
+    )
+    # The map is scaled to the row's own maximum (a weakly positive map stays visible) in a colour map
+    # that reads over grey; the colour bar gives the scale in map units.
+    h = np.ma.masked_less(heat.T, HEAT_FLOOR * vmax)
+    image = ax.imshow(
         h,
-        cmap="inferno",
+        cmap="turbo",
         vmin=0.0,
-        vmax=1.0,
-        alpha=0.55,
+        vmax=vmax,
+        alpha=0.7,
         origin="lower",
         aspect=aspect,
         interpolation="nearest",
-    )  # type: ignore[attr-defined]
+    )
     for oid, colour in ORGAN_COLOURS.items():
         m = org.T == oid
         if m.any() and m.sum() < m.size:
-            ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.6, origin="lower")  # type: ignore[attr-defined]
+            ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.8, origin="lower")
     # Radiological convention: RAS+ x grows towards the patient's right, shown on the viewer's left.
-    ax.invert_xaxis()  # type: ignore[attr-defined]
-    ax.set_title(title, fontsize=7)  # type: ignore[attr-defined]
-    ax.set_xticks([])  # type: ignore[attr-defined]
-    ax.set_yticks([])  # type: ignore[attr-defined]
-    # Mark the patient's right (left edge of the image after the inversion above).
-    ax.text(0.02, 0.02, "R", color="white", fontsize=6, transform=ax.transAxes, ha="left")  # type: ignore[attr-defined]
+    ax.invert_xaxis()
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for x, label, ha in ((0.02, "R", "left"), (0.98, "L", "right")):
+        ax.text(x, 0.03, label, color="yellow", fontsize=9, weight="bold", transform=ax.transAxes, ha=ha)
+    return image
 
 
 def montage(
@@ -91,7 +101,7 @@ def montage(
     findings: Sequence[Finding],
     probs: dict[str, float] | None = None,
     max_findings: int = 3,
-    dpi: int = 90,
+    dpi: int = 110,
 ) -> Path:
     """PNG montage: one row per positive finding (axial + coronal through its peak).
 
@@ -120,26 +130,55 @@ def montage(
         )
         p = f" p={probs[ABNORMALITIES[a]]:.2f}" if probs else ""
         rows.append((a, peak, f"no finding above threshold; top: {ABNORMALITIES[a]}{p}"))  # type: ignore[arg-type]
-    fig, axes = plt.subplots(len(rows), 2, figsize=(6.4, 3.0 * len(rows)), squeeze=False)
+    import textwrap
+
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
+
+    fig = plt.figure(figsize=(8.0, 3.6 * len(rows) + 0.7), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(rows), 1))
     for r, (a, (_i, j, k), title) in enumerate(rows):
         heat = confined_maps[..., a]
-        _panel(
-            axes[r][0],
+        vmax = float(max(np.max(heat), 1e-6))
+        sub = subfigs[r]
+        # The row's title spans both panels and wraps instead of being clipped.
+        sub.suptitle(textwrap.fill(title, 90), fontsize=10, weight="bold")
+        axes = sub.subplots(1, 2)
+        image = _panel(
+            axes[0],
             hu[:, :, k],
             organs[:, :, k],
             heat[:, :, k],
             spacing[1] / spacing[0],
-            f"{title}\naxial z={k + 1}",
+            f"axial z={k + 1}",
+            vmax,
         )
         _panel(
-            axes[r][1],
+            axes[1],
             hu[:, j, :],
             organs[:, j, :],
             heat[:, j, :],
             spacing[2] / spacing[0],
             f"coronal y={j + 1}",
+            vmax,
         )
-    fig.tight_layout()
+        bar = sub.colorbar(image, ax=list(axes), shrink=0.8, pad=0.01)
+        bar.set_label(f"{ABNORMALITIES[a]} map", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    outline = [patheffects.Stroke(linewidth=3.5, foreground="black"), patheffects.Normal()]  # white shows
+    handles = [
+        Line2D([], [], color=c, lw=2, label=ORGANS[oid], path_effects=outline)
+        for oid, c in ORGAN_COLOURS.items()
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=5,
+        fontsize=8,
+        frameon=False,
+        title="organ contours",
+        title_fontsize=8,
+    )
     out = Path(path)
     with atomic_path(out) as tmp:
         fig.savefig(
