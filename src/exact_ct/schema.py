@@ -41,6 +41,29 @@ ORGANS: MappingProxyType[int, str] = MappingProxyType(
         9: "body",
     }
 )
+
+
+def organ_labels() -> dict[int, tuple[str, str]]:
+    """id -> (name, display colour) of every organ id: the label table of an organ map."""
+    return {k: (ORGANS[k], ORGAN_COLOURS[k]) for k in ORGANS}
+
+
+#: Display colour of each organ id (overlay contours, label tables for 3D Slicer / ITK-SNAP, the label
+#: names embedded in organ maps); chosen to stay distinct over a grey CT and a heat map.
+ORGAN_COLOURS: MappingProxyType[int, str] = MappingProxyType(
+    {
+        0: "#000000",
+        1: "#4fc3f7",
+        2: "#0288d1",
+        3: "#aed581",
+        4: "#ba68c8",
+        5: "#e57373",
+        6: "#ffd54f",
+        7: "#a1887f",
+        8: "#90a4ae",
+        9: "#ffffff",
+    }
+)
 ORGAN_IDS: MappingProxyType[str, int] = MappingProxyType({name: i for i, name in ORGANS.items()})
 NUM_ORGAN_CLASSES = len(ORGANS)
 

@@ -62,6 +62,8 @@ def test_infer_on_a_nifti_writes_every_output_on_the_study_grid(tmp_path: Path) 
         "anomaly_maps.nii.gz",
         "report.md",
         "overlay.png",
+        "organs.ctbl",
+        "organs_itksnap.txt",
     }
     maps = nib.load(str(out / "anomaly_maps.nii.gz"))
     organs = nib.load(str(out / "organs.nii.gz"))
@@ -105,7 +107,7 @@ def test_infer_outputs_are_byte_identical_across_runs_and_steps_are_timed(tmp_pa
     first = run_infer(study, model, tmp_path / "a")
     second = run_infer(study, model, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(names) == 5
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(names) == 7
     for name in names:  # no timestamps or timings leak into the files
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     for res in (first, second):

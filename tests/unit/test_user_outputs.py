@@ -80,3 +80,26 @@ def test_overlay_shows_a_weak_anomaly_map(tmp_path: Path) -> None:
     panels = rgb[: int(h * 0.75)]  # above the organ legend
     saturated = (panels.max(-1) - panels.min(-1)) > 80
     assert saturated.sum() > 2000
+
+
+def test_organ_and_anomaly_maps_carry_their_names(tmp_path: Path) -> None:
+    import json
+
+    import nibabel as nib
+    from totalsegmentator.nifti_ext_header import load_multilabel_nifti
+
+    from exact_ct.evaluation import explain
+    from exact_ct.schema import ABNORMALITIES, ORGANS
+
+    organs = np.zeros((6, 5, 4), np.uint8)
+    organs[1:3, 1:3, 1:3] = 5
+    maps = np.zeros((6, 5, 4, len(ABNORMALITIES)), np.float32)
+    explain.save_maps(tmp_path, maps, organs, np.eye(4))
+    img, names = load_multilabel_nifti(str(tmp_path / "organs.nii.gz"))  # TotalSegmentator's reader
+    assert names == dict(ORGANS) and img.header.get_intent()[0] == "label"
+    ext = nib.load(str(tmp_path / "anomaly_maps.nii.gz")).header.extensions
+    assert json.loads(ext[0].get_content())["components"] == list(ABNORMALITIES)
+    ctbl = (tmp_path / "organs.ctbl").read_text().splitlines()
+    assert "5 heart 229 115 115 255" in ctbl and ctbl[2] == "0 outside_body 0 0 0 0"
+    snap = (tmp_path / "organs_itksnap.txt").read_text().splitlines()
+    assert [ln.split()[-1] for ln in snap if not ln.startswith("#")] == [f'"{n}"' for n in ORGANS.values()]

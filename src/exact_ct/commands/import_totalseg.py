@@ -22,8 +22,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from exact_ct.io import load_canonical, save_nifti, spacing_from_affine
+    from exact_ct.io import load_canonical, save_label_map, spacing_from_affine
     from exact_ct.masks.totalseg import organs_from_totalseg
+    from exact_ct.schema import organ_labels
 
     if not args.labelmap.exists():
         raise FileNotFoundError(f"{args.labelmap}: no such file")
@@ -36,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.ct}: grid differs from {args.labelmap} (shape {hu.shape} vs {seg.shape})"
             )
     labels = organs_from_totalseg(np.asarray(seg), spacing_from_affine(affine), hu=hu)
-    save_nifti(labels, affine, args.output, dtype=np.uint8)
+    save_label_map(labels, affine, args.output, organ_labels())
     print(f"wrote {args.output}")
     return 0

@@ -16,34 +16,37 @@ from typing import Any
 import numpy as np
 
 from exact_ct.evaluation.grounded import Finding, location_text
-from exact_ct.io import atomic_path, save_nifti
-from exact_ct.schema import ABNORMALITIES, ORGANS
+from exact_ct.io import atomic_path, comment_extension, save_label_map, save_nifti, write_label_tables
+from exact_ct.schema import ABNORMALITIES, ORGAN_COLOURS, ORGANS, organ_labels
 
-#: Organ contour colours (ids 1-9), chosen to stay distinct over a grey CT and a hot heat map.
-ORGAN_COLOURS = {
-    1: "#4fc3f7",
-    2: "#0288d1",
-    3: "#aed581",
-    4: "#ba68c8",
-    5: "#e57373",
-    6: "#ffd54f",
-    7: "#a1887f",
-    8: "#90a4ae",
-    9: "#ffffff",
-}
 WINDOW_HU = (-1000.0, 400.0)
 
 
 def save_maps(
     out_dir: str | os.PathLike[str], maps: np.ndarray, organs: np.ndarray, affine: np.ndarray
 ) -> tuple[Path, Path]:
-    """Write ``anomaly_maps.nii.gz`` (x, y, z, 18 float32, schema order) and ``organs.nii.gz`` (uint8)."""
+    """Write ``anomaly_maps.nii.gz`` (x, y, z, 18 float32, schema order) and ``organs.nii.gz`` (uint8).
+
+    The organ map carries its label names and colours in the header (TotalSegmentator's label-table
+    extension, intent ``label``) and gets ``organs.ctbl`` (3D Slicer) and ``organs_itksnap.txt``
+    (ITK-SNAP) next to it; the anomaly maps name their 18 components in a JSON comment extension
+    (``{"components": [...]}``).
+    """
     out = Path(out_dir)
     a, o = out / "anomaly_maps.nii.gz", out / "organs.nii.gz"
     if maps.shape[-1] != len(ABNORMALITIES) or maps.shape[:3] != organs.shape:
         raise ValueError(f"maps {maps.shape} / organs {organs.shape}: expected (x, y, z, 18) and (x, y, z)")
-    save_nifti(maps.astype(np.float32), affine, a, dtype=np.float32)
-    save_nifti(organs, affine, o, dtype=np.uint8)
+    components = {"components": list(ABNORMALITIES), "axis": 3, "values": "organ-confined anomaly map"}
+    save_nifti(
+        maps.astype(np.float32),
+        affine,
+        a,
+        dtype=np.float32,
+        extensions=[comment_extension(components)],
+        descrip="EXACT-CT anomaly maps: 18 components named in the header extension",
+    )
+    save_label_map(organs, affine, o, organ_labels(), "EXACT-CT organ map")
+    write_label_tables(out / "organs", organ_labels())
     return a, o
 
 
@@ -79,6 +82,8 @@ def _panel(
         interpolation="nearest",
     )
     for oid, colour in ORGAN_COLOURS.items():
+        if oid == 0:
+            continue
         m = org.T == oid
         if m.any() and m.sum() < m.size:
             ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.8, origin="lower")
@@ -169,6 +174,7 @@ def montage(
     handles = [
         Line2D([], [], color=c, lw=2, label=ORGANS[oid], path_effects=outline)
         for oid, c in ORGAN_COLOURS.items()
+        if oid != 0
     ]
     fig.legend(
         handles=handles,

@@ -39,7 +39,8 @@ def make_mask(
 
     Returns the label map. ``segment_fn`` replaces TotalSegmentator's API function (tests).
     """
-    from exact_ct.io import load_canonical, save_nifti, spacing_from_affine
+    from exact_ct.io import load_canonical, save_label_map, spacing_from_affine
+    from exact_ct.schema import organ_labels
 
     params = params or PseudoMasksParams()
     hu, affine = load_canonical(ct_path)
@@ -58,5 +59,5 @@ def make_mask(
         labels = organs_from_totalseg(
             seg, spacing_from_affine(affine), hu=np.asarray(hu), cfg=params.totalseg
         )
-    save_nifti(labels, affine, mask_path, dtype=np.uint8)
+    save_label_map(labels, affine, mask_path, organ_labels())
     return labels

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from exact_ct.masks.config import PseudoMasksParams
-from exact_ct.schema import ORGANS
+from exact_ct.schema import ORGANS, organ_labels
 
 QC_COLUMNS = ["study_id", "backend", "passed", "rules"] + [f"{ORGANS[i]}_ml" for i in ORGANS if i != 0]
 QUARANTINE_COLUMNS = ["study_id", "path", "rule", "message"]
@@ -26,7 +24,7 @@ class _Job:
 
 def _one(job: _Job) -> dict[str, Any]:
     """Segment, QC and (only if it passes) save one study's mask; never raises for a bad study."""
-    from exact_ct.io import load_canonical, save_nifti
+    from exact_ct.io import load_canonical, save_label_map
     from exact_ct.masks import make_mask
     from exact_ct.masks.qc import check, organ_volumes_ml
 
@@ -41,7 +39,7 @@ def _one(job: _Job) -> dict[str, Any]:
     volumes = organ_volumes_ml(labels, affine)
     issues = check(volumes, job.params.qc, labels)
     if not issues:
-        save_nifti(labels, affine, job.mask_path, dtype=np.uint8)
+        save_label_map(labels, affine, job.mask_path, organ_labels())
     tmp.unlink(missing_ok=True)
     return {
         **row,
