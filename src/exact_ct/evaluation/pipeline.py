@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,7 @@ def evaluate(
     torch.set_num_threads(max(1, cfg.threads))
     dataset_dir, out = Path(dataset_dir), Path(out)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = replace(cfg, device=device)  # evaluate_study runs on the resolved device, never on "auto"
     package = load_package(model_dir, device)
     index = load_index(dataset_dir)
     val_rows = index[index["split"] == "val"].reset_index(drop=True)
