@@ -27,16 +27,19 @@ CFG = PublishConfig(
 )
 
 
+WINDOWS = ((-1024.0, -600.0), (-1000.0, 200.0), (-160.0, 240.0), (100.0, 1100.0))
+
+
 def _package(
     folder: Path, seed: int, *, data_version: str = "d1", channels: tuple[int, ...] = (4, 8)
 ) -> Path:
     torch.manual_seed(seed)
     net = NetworkConfig(channels=channels)
     pkg = ModelPackage(
-        ExactNet(net),
+        ExactNet(net, in_channels=len(WINDOWS)),
         net,
         PoolingConfig(),
-        GridPlan((8.0, 8.0, 8.0), (16, 16, 16)),
+        GridPlan((8.0, 8.0, 8.0), (16, 16, 16), windows_hu=WINDOWS),
         version="0.1.0",
         data_version=data_version,
     )
@@ -98,18 +101,20 @@ def test_publish_registers_versions_and_records_every_decision(tmp_path: Path) -
         "weights.pt",
         "package.json",
         "model_card.md",
-        "metadata.json",
+        "configs",
         "metrics.json",
     }
     assert (v / "weights.pt").read_bytes() == (c1 / "weights.pt").read_bytes()
     card = (v / "model_card.md").read_text()
     for section in ("Intended use", "Limits", "Known failure modes", "Data version", "Parameters"):
         assert section in card
-    meta = json.loads((v / "metadata.json").read_text())
-    assert (
-        meta["version"] == "0.1.0"
-        and meta["network_data_format"]["outputs"]["anomaly_maps"]["num_channels"] == 18
-    )
+    meta = json.loads((v / "configs" / "metadata.json").read_text())
+    assert meta["version"] == "0.1.0" and meta["schema"].startswith("https://")
+    assert meta["network_data_format"]["outputs"]["anomaly_logits_full"]["num_channels"] == 18
+    # the declared input channels are the ones the weights take (was 1 for a 4-window model)
+    state = torch.load(v / "weights.pt", weights_only=True)
+    first_conv = next(t for k, t in state.items() if k.endswith("weight") and t.ndim == 5)
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == first_conv.shape[1] == 4
     assert json.loads((out / "decision.json").read_text())["version"] == "0.1.0"
 
     # the same weights again: nothing new is minted
@@ -159,7 +164,7 @@ def test_publish_registers_versions_and_records_every_decision(tmp_path: Path) -
         out,
     )
     assert d5["version"] == "1.0.0"
-    changelog = json.loads((reg.path("1.0.0") / "metadata.json").read_text())["changelog"]
+    changelog = json.loads((reg.path("1.0.0") / "configs" / "metadata.json").read_text())["changelog"]
     assert list(changelog) == ["0.1.0", "0.1.1", "0.2.0", "1.0.0"]
 
 
@@ -172,7 +177,8 @@ def test_publish_is_deterministic(tmp_path: Path) -> None:
         "registry/registry.json",
         "registry/champion.json",
         "registry/0.1.0/model_card.md",
-        "registry/0.1.0/metadata.json",
+        "registry/0.1.0/configs/metadata.json",
+        "registry/0.1.0/configs/inference.json",
         "out/decision.json",
     ):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
@@ -224,3 +230,34 @@ def test_models_cli_lists_promotes_and_rolls_back(tmp_path: Path, capsys: pytest
     assert main([*common, "promote", "9.9.9"]) == 2 and reg.champion() == "0.2.0"
     assert "not registered" in capsys.readouterr().err
     assert main([*common, "rollback"]) == 0 and reg.champion() == "0.1.0"
+
+
+def test_a_registry_version_is_a_monai_bundle_monai_runs(tmp_path: Path) -> None:
+    import numpy as np
+    from monai.bundle import ConfigParser, run
+
+    from exact_ct.dataset.toy import toy_study
+    from exact_ct.io import save_nifti
+
+    reg_dir = tmp_path / "registry"
+    publish(CFG, _package(tmp_path / "c1", 1), _metrics(tmp_path / "m.json", BASE), reg_dir, tmp_path / "o")
+    bundle = Registry(reg_dir).path("0.1.0")
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "inference.json")
+    parser.read_meta(bundle / "configs" / "metadata.json")
+    parser["bundle_root"] = str(bundle)
+    net = parser.get_parsed_content("network_def")
+    weights = torch.load(bundle / "weights.pt", weights_only=True)
+    assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())  # the trained weights
+    hu, aff, _, _ = toy_study(np.random.default_rng(0), (32, 32, 24), 8.0, {"Lung nodule"})
+    save_nifti(hu, aff, tmp_path / "study.nii.gz")
+    run(
+        run_id="run",
+        config_file=str(bundle / "configs" / "inference.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        bundle_root=str(bundle),
+        input=str(tmp_path / "study.nii.gz"),
+        output_dir=str(tmp_path / "out"),
+    )
+    probs = json.loads((tmp_path / "out" / "probabilities.json").read_text())
+    assert probs["model_version"] == "0.1.0" and set(probs["probabilities"]) == set(ABNORMALITIES)

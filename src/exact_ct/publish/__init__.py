@@ -1,3 +1,3 @@
-"""Publishing: versioned model registry, model cards, MONAI-bundle-style metadata, champion/challenger gate."""
+"""Publishing: versioned model registry, model cards, MONAI bundle configs, champion/challenger gate."""
 
 from __future__ import annotations

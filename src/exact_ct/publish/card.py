@@ -1,4 +1,9 @@
-"""Model card (markdown) and MONAI-bundle-style ``metadata.json`` of one registry version.
+"""Model card (markdown) and the MONAI bundle configs (``configs/metadata.json``, ``configs/inference.json``)
+of one registry version.
+
+A registry version folder is a MONAI bundle: ``monai.bundle.run(run_id="run", bundle_root=DIR,
+config_file=DIR/configs/inference.json, meta_file=DIR/configs/metadata.json, input=STUDY, output_dir=OUT)``
+loads the package (``network_def`` is the network with its weights) and runs ``exact infer`` on STUDY.
 
 Both are built from the package manifest, the evaluation metrics and the gate decision only: no
 patient identifier, study id or report text can reach them.
@@ -149,13 +154,62 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)
 
 
+#: MONAI's bundle metadata schema (``monai.bundle.verify_metadata`` downloads it to check the file).
+META_SCHEMA = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+)
+
+
+def inference_config() -> dict[str, Any]:
+    """``configs/inference.json``: a MONAI bundle config whose ``run`` is ``exact infer`` on ``@input``.
+
+    ``network_def`` is the loaded network (weights from ``weights.pt``), so MONAI tools that build the
+    network from the bundle get the trained model; the pre- and post-processing are exact_ct's own (ingest
+    QC, grid resampling, HU windows, organ confinement), which MONAI transforms do not express.
+    """
+    return {
+        "imports": [
+            "$import pathlib",
+            "$from exact_ct.model.package import load_package",
+            "$from exact_ct.evaluation.infer import run_infer",
+        ],
+        "bundle_root": ".",
+        "device": "cpu",
+        "input": "",
+        "output_dir": "$@bundle_root + '/eval'",
+        "package": "$load_package(@bundle_root, @device)",
+        "network_def": "$@package.net",
+        "network": "$@network_def.to(@device)",
+        "initialize": [],
+        "run": [
+            "$run_infer(pathlib.Path(@input), pathlib.Path(@bundle_root), pathlib.Path(@output_dir), "
+            "package=@package, device=@device)"
+        ],
+        "finalize": [],
+    }
+
+
+def _input_channels(plan: dict[str, Any]) -> dict[str, str]:
+    windows = plan.get("windows_hu") or []
+    if not windows:
+        return {"0": "CT in HU clipped to clip_hu, z-scored with mean_hu / std_hu"}
+    return {str(i): f"CT window [{lo:g}, {hi:g}] HU scaled to [-1, 1]" for i, (lo, hi) in enumerate(windows)}
+
+
 def bundle_metadata(
     version: str, manifest: dict[str, Any], metrics: dict[str, Any], changelog: dict[str, str]
 ) -> dict[str, Any]:
-    """MONAI-bundle-style metadata.json (the keys of MONAI's bundle metadata schema we can fill honestly)."""
+    """``configs/metadata.json`` with the keys MONAI's bundle metadata schema requires.
+
+    ``network_data_format`` describes the network's tensors: its input is the CT resampled to the model
+    grid with one channel per HU window, its outputs are logits; the study-level files ``exact infer``
+    writes are listed under ``exact_infer_outputs``.
+    """
     plan = manifest.get("preprocessing", {})
     macro = metrics.get("diagnosis", {}).get("macro", {})
+    channels = _input_channels(plan)
     return {
+        "schema": META_SCHEMA,
         "version": version,
         "changelog": changelog,
         "monai_version": _pkg_version("monai"),
@@ -172,7 +226,8 @@ def bundle_metadata(
         "copyright": "see the repository licence",
         "data_source": f"pseudonymised hospital chest CT with reports, data version {manifest.get('data_version', '')}",
         "data_type": "nifti",
-        "image_classes": "single-channel CT in Hounsfield units, RAS+, resampled to the model grid",
+        "image_classes": f"CT resampled to the model grid, {len(channels)} channel(s): "
+        + "; ".join(channels.values()),
         "label_classes": {str(k): v for k, v in ORGANS.items()},
         "pred_classes": list(ABNORMALITIES),
         "eval_metrics": {
@@ -187,44 +242,43 @@ def bundle_metadata(
                     "type": "image",
                     "format": "hounsfield",
                     "modality": "CT",
-                    "num_channels": 1,
+                    "num_channels": len(channels),
                     "spatial_shape": plan.get("size_xyz"),
-                    "spacing_mm": plan.get("spacing_xyz_mm"),
                     "dtype": "float32",
-                    "value_range": plan.get("clip_hu"),
+                    "value_range": [-1, 1] if plan.get("windows_hu") else [],
                     "is_patch_data": False,
-                    "channel_def": {"0": "image"},
+                    "channel_def": channels,
                 }
             },
             "outputs": {
-                "organs": {
+                "organ_logits": {
                     "type": "image",
                     "format": "segmentation",
                     "num_channels": len(ORGANS),
                     "spatial_shape": plan.get("size_xyz"),
                     "dtype": "float32",
-                    "value_range": [0, 1],
+                    "value_range": [],
                     "is_patch_data": False,
                     "channel_def": {str(k): v for k, v in ORGANS.items()},
                 },
-                "anomaly_maps": {
+                "anomaly_logits_full": {
                     "type": "image",
-                    "format": "probabilities",
+                    "format": "logits",
                     "num_channels": len(ABNORMALITIES),
                     "spatial_shape": plan.get("size_xyz"),
                     "dtype": "float32",
-                    "value_range": [0, 1],
+                    "value_range": [],
                     "is_patch_data": False,
                     "channel_def": {str(i): n for i, n in enumerate(ABNORMALITIES)},
                 },
-                "probabilities": {
-                    "type": "probabilities",
-                    "format": "classification",
-                    "num_channels": len(ABNORMALITIES),
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "channel_def": {str(i): n for i, n in enumerate(ABNORMALITIES)},
-                },
             },
+        },
+        "exact_infer_outputs": {
+            "probabilities.json": "study-level probability, threshold and findings of each abnormality",
+            "organs.nii.gz": "organ label map (ids above) on the study's canonical grid, names in the header",
+            "anomaly_maps.nii.gz": "(x, y, z, 18) organ-confined anomaly maps, components named in the header",
+            "organs.ctbl / organs_itksnap.txt": "label tables for 3D Slicer / ITK-SNAP",
+            "report.md": "grounded report",
+            "overlay.png": "slices through each positive finding",
         },
     }

@@ -147,7 +147,8 @@ def publish(
             "model_card.md": card.model_card(
                 version, manifest, metrics, record, params_used or manifest.get("params", {})
             ),
-            "metadata.json": json.dumps(
+            "configs/inference.json": json.dumps(card.inference_config(), indent=2, sort_keys=True) + "\n",
+            "configs/metadata.json": json.dumps(
                 card.bundle_metadata(version, manifest, metrics, changelog),
                 indent=2,
                 sort_keys=True,

@@ -6,7 +6,8 @@ Layout::
       registry.json          every version: weights sha256, data version, bump kind, macro AUROC
       champion.json          {"version": ..., "weights_sha256": ..., "previous": [older champions, newest last]}
       <major.minor.patch>/   weights.pt + package.json (the model package, version set to the folder's)
-                             model_card.md, metadata.json (MONAI-bundle style), metrics.json (evaluation)
+                             model_card.md, metrics.json (evaluation), configs/metadata.json and
+                             configs/inference.json: the folder is a MONAI bundle (publish.card)
 
 Versions come from the registry's content, never from a clock: the first version is the package's own
 (or ``publish.first_version``); later ones bump MAJOR when the schema, network or preprocessing differs
@@ -138,6 +139,7 @@ class Registry:
         manifest["version"] = version
         write_json_atomic(tmp / "package.json", manifest)
         for name, text in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(text, encoding="utf-8")
         os.replace(tmp, dest)
         idx = self.index()
