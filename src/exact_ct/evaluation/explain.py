@@ -141,7 +141,7 @@ def montage(
     from matplotlib.lines import Line2D
 
     fig = plt.figure(figsize=(8.0, 3.6 * len(rows) + 0.7), layout="constrained")
-    subfigs = np.atleast_1d(fig.subfigures(len(rows), 1))
+    subfigs = fig.subfigures(len(rows), 1, squeeze=False)[:, 0]
     for r, (a, (_i, j, k), title) in enumerate(rows):
         heat = confined_maps[..., a]
         vmax = float(max(np.max(heat), 1e-6))
