@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         params["batches"] = [BATCH]
         params.setdefault("build_dataset", {})["split"] = {"train": 0.6, "val": 0.15, "test": 0.25,
                                                           "salt": "model-learning"}  # fmt: skip
+        # the workspace is not the repository: repository-relative paths in params point back into it
+        params.setdefault("parse_reports", {})["rules_dir"] = str(REPO / "src/exact_ct/rules")
         for s in sets:
             _set(params, s)
         (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
