@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = section(PublishConfig, "publish", args.params)
     params = load_params(args.params)
-    used = {
+    used: dict[str, Any] = {
         k: params.get(k) for k in ("seed", "build_dataset", "train", "evaluate", "publish") if k in params
     }
     publish(

@@ -92,6 +92,7 @@ class ExactNet(nn.Module):
         # that start at 0.5 everywhere would give every study a probability of 0.5 and weak gradients.
         for head in (self.anomaly_head_full, self.anomaly_head_half):
             conv = head.conv if hasattr(head, "conv") else head
+            assert isinstance(conv, nn.Conv3d) and conv.bias is not None
             nn.init.constant_(conv.bias, -4.0)
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:

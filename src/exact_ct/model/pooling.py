@@ -156,12 +156,15 @@ class OrganConfinedMILPool(nn.Module):
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
         self.register_buffer("matrix", region_matrix(regions, confine, margins_mm), persistent=False)
         self.register_buffer("margins", region_margins(regions, margins_mm), persistent=False)
+        self.matrix: torch.Tensor
+        self.margins: torch.Tensor
 
     def region(self, organs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """(B, 18, *size) confinement weights on the map grid (organs average-pooled to it if finer)."""
         spacing = [s * o / m for s, o, m in zip(self.spacing_mm, organs.shape[2:], size, strict=True)]
         if tuple(organs.shape[2:]) != tuple(size):
-            organs = F.adaptive_avg_pool3d(organs, tuple(size))
+            d, h, w = (int(n) for n in size)
+            organs = F.adaptive_avg_pool3d(organs, (d, h, w))
         return confined_regions(organs, self.matrix, self.margins, spacing)
 
     def forward(self, maps: torch.Tensor, organs: torch.Tensor, k: int) -> torch.Tensor:
