@@ -146,7 +146,7 @@ def render(
     return "".join(parts)
 
 
-def write_report(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Path:
+def write_html_report(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Path:
     """Render and write atomically; returns the path."""
     write_text_atomic(path, render(*args, **kwargs))
     return Path(path)

@@ -9,7 +9,6 @@ predicted organs (their Dice is reported), not as model input.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -128,11 +127,11 @@ def run_infer(
         qc: dict[str, Any] = {"ingest_flags": [f for f in str(row.get("qc_flags", "")).split(";") if f]}
         pseudo = None
         if pseudo_masks:
-            from exact_ct.masks import PseudoMasksParams
+            from exact_ct.masks import PseudoMasksConfig
             from exact_ct.masks.intensity import segment
             from exact_ct.masks.qc import check, organ_volumes_ml
 
-            params = masks_params or PseudoMasksParams()
+            params = masks_params or PseudoMasksConfig()
             # A QC reference for organs the model predicts at its own grid spacing needs no finer grid.
             grid_mm = max(params.intensity.grid_mm, min(pkg.plan.spacing_xyz_mm))
             pseudo = segment(hu, affine, replace(params.intensity, grid_mm=grid_mm))
@@ -183,7 +182,3 @@ def run_infer(
     log.info("infer: %d positive finding(s) in %.1f s", len(positives), seconds)
     log.debug("infer steps: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return InferResult(out_dir, {n: float(probs[n]) for n in ABNORMALITIES}, positives, seconds, timings)
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

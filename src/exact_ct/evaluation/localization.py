@@ -55,10 +55,18 @@ def topk_mask(score_map: np.ndarray, percent: float, region: np.ndarray | None =
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Dice of two binary masks; ``None`` when both are empty."""
+    """Dice of two binary masks (MONAI's ``compute_dice``); ``None`` when both are empty."""
+    import torch
+    from monai.metrics import compute_dice
+
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    denom = int(a.sum()) + int(b.sum())
-    return 2.0 * float(np.logical_and(a, b).sum()) / denom if denom else None
+    if a.shape != b.shape:
+        raise ValueError(f"dice: masks of shape {a.shape} and {b.shape}")
+    if not (a.any() or b.any()):
+        return None
+    # uint8 views: MONAI sums them several times faster than bool tensors (no copy of the masks)
+    pred, ref = (torch.from_numpy(np.ascontiguousarray(m).view(np.uint8))[None, None] for m in (a, b))
+    return float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
 
 
 def localize_one(

@@ -30,7 +30,7 @@ from exact_ct.dataset.grid import normalise, to_canonical
 from exact_ct.dataset.labels import TRUTH_PREFIX, UNCERTAIN_PREFIX
 from exact_ct.evaluation import explain, grounded, localization, metrics, plots
 from exact_ct.evaluation.config import EvaluateConfig
-from exact_ct.evaluation.html import write_report
+from exact_ct.evaluation.html import write_html_report
 from exact_ct.io import (
     load_canonical,
     spacing_from_affine,
@@ -350,7 +350,7 @@ def evaluate(
         for i in order
         if test_rows.at[i, "study_id"] in explain_ids
     ][: cfg.gallery_max]
-    write_report(out / "index.html", result, figs, gallery)
+    write_html_report(out / "index.html", result, figs, gallery)
     m = diag["macro"]
     log.info(
         "evaluate: macro AUROC %s, grounded-report macro F1 %s, localization findings %d",
