@@ -137,6 +137,14 @@ def abnormality_index(name: str) -> int:
         raise KeyError(f"unknown abnormality {name!r}; expected one of {', '.join(ABNORMALITIES)}") from None
 
 
+def slug(name: str) -> str:
+    """File-name form of an abnormality (lowercase, spaces -> underscores): ``Lung nodule`` -> ``lung_nodule``.
+
+    Synthetic lesion masks, the dataset's truth lookup and the evaluation's curve files use it.
+    """
+    return name.lower().replace(" ", "_")
+
+
 def organ_regions(overrides: dict[str, list[int]] | None = None) -> dict[str, tuple[int, ...]]:
     """Default organ regions with optional per-abnormality overrides (from params.yaml)."""
     regions = dict(DEFAULT_ORGAN_REGIONS)

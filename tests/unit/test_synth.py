@@ -12,9 +12,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-from exact_ct.schema import ABNORMALITIES, DEFAULT_ORGAN_REGIONS, ORGAN_IDS
+from exact_ct.schema import ABNORMALITIES, DEFAULT_ORGAN_REGIONS, ORGAN_IDS, slug
 from exact_ct.synth import render_study
-from exact_ct.synth.drop import DropConfig, slug, write_drop
+from exact_ct.synth.drop import DropConfig, write_drop
 
 SEED = 11
 N_STUDIES = 3

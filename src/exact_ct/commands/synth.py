@@ -48,10 +48,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from exact_ct.config import from_dict, load_params
-    from exact_ct.synth.drop import DropConfig, SynthParams, write_drop
+    from exact_ct.synth.drop import DropConfig, SynthConfig, write_drop
 
     section = load_params(args.params).get("synth") if args.params.exists() else None
-    params = from_dict(SynthParams, section, "synth")
+    params = from_dict(SynthConfig, section, "synth")
     cfg = DropConfig(
         studies=args.studies,
         seed=args.seed,

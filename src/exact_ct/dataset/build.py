@@ -31,16 +31,11 @@ from exact_ct.dataset.labels import TRUTH_PREFIX, UNCERTAIN_PREFIX, binarise
 from exact_ct.dataset.split import SPLITS, assign_split
 from exact_ct.io import load_canonical, sha256_file, write_csv_atomic, write_json_atomic
 from exact_ct.parallel import map_ordered
-from exact_ct.schema import ABNORMALITIES
+from exact_ct.schema import ABNORMALITIES, slug
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ["study_id", "batch", "rule", "message"]
-
-
-def slug(name: str) -> str:
-    """File-name slug of an abnormality, as synth writes lesion masks (lowercase, spaces -> underscores)."""
-    return name.lower().replace(" ", "_")
 
 
 @dataclass(frozen=True)

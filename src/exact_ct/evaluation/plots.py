@@ -13,11 +13,7 @@ import numpy as np
 import pandas as pd
 
 from exact_ct.io import atomic_path, write_csv_atomic
-from exact_ct.schema import ABNORMALITIES
-
-
-def slug(name: str) -> str:
-    return name.lower().replace(" ", "_")
+from exact_ct.schema import ABNORMALITIES, slug
 
 
 def write_curve_csvs(plots_dir: str | os.PathLike[str], curves: dict[str, Any]) -> list[Path]:

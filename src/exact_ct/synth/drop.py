@@ -12,16 +12,11 @@ import numpy as np
 
 from exact_ct.io import save_nifti, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from exact_ct.logs import get_logger
-from exact_ct.schema import ABNORMALITIES
+from exact_ct.schema import ABNORMALITIES, slug
 from exact_ct.synth.geometry import check_profile
 
 log = get_logger(__name__)
 SYNTH_VERSION = 1
-
-
-def slug(name: str) -> str:
-    """File-name form of an abnormality: lowercase, spaces -> underscores."""
-    return name.lower().replace(" ", "_")
 
 
 @dataclass(frozen=True)
@@ -166,7 +161,7 @@ def write_drop(
 
 
 @dataclass(frozen=True)
-class SynthParams:
+class SynthConfig:
     """params.yaml section ``synth``."""
 
     profile: str = "demo"

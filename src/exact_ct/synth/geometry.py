@@ -69,20 +69,3 @@ class Grid:
 def canonical_to_dicom_slice(volume_xyz: np.ndarray, k: int) -> np.ndarray:
     """Pixel array (rows, columns) of axial slice ``k`` for IOP [1,0,0,0,1,0] (rows run posterior)."""
     return volume_xyz[::-1, ::-1, k].T
-
-
-def dicom_lps_affine(
-    ipp_first: np.ndarray, iop: np.ndarray, pixel_spacing: tuple[float, float], normal_step: np.ndarray
-) -> np.ndarray:
-    """Affine (LPS mm) of an array indexed (column, row, slice), the convention nibabel uses for DICOM."""
-    row_dir = np.asarray(iop[:3], dtype=float)
-    col_dir = np.asarray(iop[3:], dtype=float)
-    a = np.eye(4)
-    a[:3, 0] = row_dir * pixel_spacing[1]
-    a[:3, 1] = col_dir * pixel_spacing[0]
-    a[:3, 2] = normal_step
-    a[:3, 3] = ipp_first
-    return a
-
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -7,17 +7,32 @@ What the text actually says is recorded per abnormality: 1 stated, -1 hedged, 0 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from exact_ct.schema import ABNORMALITIES
 from exact_ct.synth.anatomy import LOBES
 
-if TYPE_CHECKING:
-    from exact_ct.synth.study import SyntheticStudy
-
 Facts = dict[str, object]
+
+
+@dataclass(frozen=True)
+class SyntheticReport:
+    """What a synthetic radiologist wrote, and what the text says per abnormality.
+
+    Attributes:
+        findings: the findings section (paragraphs, with section headers in about 60 % of reports).
+        impression: one line, or numbered lines when several findings are stated or hedged.
+        reported_labels: per abnormality, 1 stated, -1 hedged, 0 negated, None silent.
+        noise_events: (abnormality, "omitted" | "hedged") for each present finding not stated plainly.
+    """
+
+    findings: str
+    impression: str
+    reported_labels: dict[str, int | None]
+    noise_events: list[tuple[str, str]]
 
 
 def _pick(rng: np.random.Generator, options: list[str] | tuple[str, ...]) -> str:
@@ -354,17 +369,25 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def write_report(
-    rng: np.random.Generator, study: SyntheticStudy, label_noise: float, hedge_share: float
-) -> None:
-    """Fill ``study.findings``, ``impression``, ``reported_labels`` and ``noise_events``."""
+def write_report_text(
+    rng: np.random.Generator,
+    labels: Mapping[str, int],
+    details: Mapping[str, Facts],
+    contrast: bool,
+    label_noise: float,
+    hedge_share: float,
+) -> SyntheticReport:
+    """The report of a study with true ``labels`` (0/1), lesion ``details`` and ``contrast``; draws from ``rng``.
+
+    A pure function of its arguments: the same rng state gives the same report.
+    """
     if not 0 <= label_noise < 1 or not 0 <= hedge_share < 1:
         raise ValueError(f"label_noise ({label_noise}) and hedge_share ({hedge_share}) must be in [0, 1)")
     p_negate = rng.uniform(0.35, 0.95)  # how exhaustive this radiologist is about normal findings
     reported: dict[str, int | None] = {}
     events: list[tuple[str, str]] = []
     for name in ABNORMALITIES:
-        if study.labels[name]:
+        if labels[name]:
             u = rng.random()
             if u < label_noise:
                 reported[name] = None
@@ -378,7 +401,7 @@ def write_report(
             reported[name] = 0 if rng.random() < p_negate else None
 
     def sentence(name: str) -> str:
-        facts = study.details.get(name, {})
+        facts = details.get(name, {})
         value = reported[name]
         if value == 1:
             return _present(rng, name, facts)
@@ -390,7 +413,7 @@ def write_report(
     paragraphs: list[str] = []
     intro = (
         "The examination was performed after intravenous contrast administration."
-        if study.contrast
+        if contrast
         else _pick(
             rng, ["Non-contrast chest CT.", "The examination was performed without intravenous contrast."]
         )
@@ -433,14 +456,14 @@ def write_report(
             continue
         text = " ".join(lines)
         paragraphs.append(f"{title}:\n{text}" if headers else text)
-    study.findings = "\n\n".join(paragraphs)
+    findings = "\n\n".join(paragraphs)
 
     impression = []
     for name in ABNORMALITIES:
         value = reported[name]
         if value not in (1, -1):
             continue
-        facts = study.details.get(name, {})
+        facts = details.get(name, {})
         phrase = _IMPRESSION[name].format(
             where=lobe_phrase(facts.get("lobes")),
             kind=facts.get("kind", "device"),
@@ -455,8 +478,7 @@ def write_report(
                 ["No acute cardiopulmonary abnormality.", "Thoracic CT examination within normal limits."],
             )
         ]
-    study.impression = (
+    text = (
         "\n".join(f"{i + 1}. {p}" for i, p in enumerate(impression)) if len(impression) > 1 else impression[0]
     )
-    study.reported_labels = reported
-    study.noise_events = events
+    return SyntheticReport(findings=findings, impression=text, reported_labels=reported, noise_events=events)

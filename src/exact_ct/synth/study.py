@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -13,6 +13,7 @@ from exact_ct.synth import geometry
 from exact_ct.synth.abnormalities import PAINTERS, sample_labels, structural_from_labels
 from exact_ct.synth.anatomy import Patient, build_anatomy
 from exact_ct.synth.geometry import Grid
+from exact_ct.synth.reports import write_report_text
 from exact_ct.synth.shapes import make_space
 
 HU_MIN, HU_MAX = -1024, 3071  # 12-bit stored values with RescaleIntercept -1024
@@ -105,10 +106,10 @@ class SyntheticStudy:
     contrast: bool
     plan: SeriesPlan
     lobes: np.ndarray
-    findings: str = ""
-    impression: str = ""
-    reported_labels: dict[str, int | None] = field(default_factory=dict)
-    noise_events: list[tuple[str, str]] = field(default_factory=list)
+    findings: str
+    impression: str
+    reported_labels: dict[str, int | None]
+    noise_events: list[tuple[str, str]]
 
     def uid(self, *parts: str) -> str:
         """A DICOM UID fixed by seed, batch, study index and the named object."""
@@ -144,8 +145,6 @@ def render_study(
 
     The batch name only changes identifiers (accession numbers, patient ids, UIDs), not the images.
     """
-    from exact_ct.synth.reports import write_report
-
     prof = geometry.PROFILES[geometry.check_profile(profile)]
     pno = patient_number(index, seed)
     prng = np.random.default_rng([seed, 1, pno])
@@ -235,7 +234,15 @@ def render_study(
         main_kernel=str(rng.choice(["B70f", "LUNG", "Br64", "FC51"])),
         thick_kernel=str(rng.choice(["B30f", "STANDARD", "Br40", "FC08"])),
     )
-    study = SyntheticStudy(
+    report = write_report_text(
+        np.random.default_rng([seed, 3, index]),
+        labels,
+        details,
+        contrast,
+        label_noise=label_noise,
+        hedge_share=hedge_share,
+    )
+    return SyntheticStudy(
         index=index,
         seed=seed,
         batch=batch,
@@ -260,7 +267,8 @@ def render_study(
         contrast=contrast,
         plan=plan,
         lobes=an.lobes,
+        findings=report.findings,
+        impression=report.impression,
+        reported_labels=report.reported_labels,
+        noise_events=report.noise_events,
     )
-    rrng = np.random.default_rng([seed, 3, index])
-    write_report(rrng, study, label_noise=label_noise, hedge_share=hedge_share)
-    return study
