@@ -31,13 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     from exact_ct.dataset.build import build_dataset
     from exact_ct.dataset.config import BuildDatasetConfig
     from exact_ct.logs import setup_logging
+    from exact_ct.parallel import backend_from_params
 
     setup_logging()
     cfg = section(BuildDatasetConfig, "build_dataset", args.params)
     batches = args.batch or [str(b) for b in (load_params(args.params).get("batches") or [])]
     if not batches:
         parser.error("no batches: params.yaml `batches` is empty (register one with `exact register`)")
-    build_dataset(cfg, batches, args.interim, args.out, args.reports, args.synth)
+    with backend_from_params(args.params):  # params `parallel`: local processes or a Dask cluster
+        build_dataset(cfg, batches, args.interim, args.out, args.reports, args.synth)
     return 0
 
 

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from exact_ct.ingest import IngestConfig, QuarantineShareExceeded, check_share, ingest_drop
     from exact_ct.io import write_json_atomic
     from exact_ct.logs import setup_logging
+    from exact_ct.parallel import backend_from_params
 
     setup_logging()
     cfg = section(IngestConfig, "ingest", args.params)
@@ -31,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # Every batch's outputs lie side by side: a key that differs from theirs stops the stage.
-        summary = ingest_drop(
-            args.inp, args.out, cfg, progress=sys.stderr.isatty(), key_peers=args.out.parent
-        )
+        with backend_from_params(args.params):  # params `parallel`: local processes or a Dask cluster
+            summary = ingest_drop(
+                args.inp, args.out, cfg, progress=sys.stderr.isatty(), key_peers=args.out.parent
+            )
     except (MissingKeyError, KeyChangedError) as e:
         print(f"stage ingest@{args.batch}: FAILED: {e}", file=sys.stderr)
         return 1

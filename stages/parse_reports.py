@@ -23,20 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     from exact_ct.config import section
     from exact_ct.io import write_json_atomic
     from exact_ct.logs import setup_logging
+    from exact_ct.parallel import backend_from_params
     from exact_ct.reports.batch import LabelConfig, label_table
 
     setup_logging()
     cfg = section(LabelConfig, "parse_reports", args.params)
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = label_table(
-        args.inp,
-        args.out / "labels.csv",
-        evidence_out=args.out / "evidence.csv",
-        quarantine_out=args.out / "quarantine.csv",
-        id_column="study_id",
-        text_columns=["findings", "impression"],
-        config=cfg,
-    )
+    with backend_from_params(args.params):  # params `parallel`: local processes or a Dask cluster
+        summary = label_table(
+            args.inp,
+            args.out / "labels.csv",
+            evidence_out=args.out / "evidence.csv",
+            quarantine_out=args.out / "quarantine.csv",
+            id_column="study_id",
+            text_columns=["findings", "impression"],
+            config=cfg,
+        )
     write_json_atomic(args.summary, {"batch": args.batch, **summary.as_dict()})
     print(
         f"parse_reports@{args.batch}: labelled {summary.labelled} of {summary.rows_read} reports, "

@@ -21,12 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     from exact_ct.config import section
     from exact_ct.io import write_json_atomic
     from exact_ct.logs import setup_logging
-    from exact_ct.masks import PseudoMasksParams
+    from exact_ct.masks import PseudoMasksConfig
     from exact_ct.masks.batch import run_batch
+    from exact_ct.parallel import backend_from_params
 
     setup_logging()
-    params = section(PseudoMasksParams, "pseudo_masks", args.params)
-    summary = run_batch(args.inp, args.out, params, progress=sys.stderr.isatty())
+    params = section(PseudoMasksConfig, "pseudo_masks", args.params)
+    with backend_from_params(args.params):  # params `parallel`: local processes or a Dask cluster
+        summary = run_batch(args.inp, args.out, params, progress=sys.stderr.isatty())
     write_json_atomic(args.summary, {"batch": args.batch, **summary})
     print(
         f"stage pseudo_masks@{args.batch}: {summary['masks']} masks, {summary['quarantined']} quarantined "

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from exact_ct.config import PositiveInt, Share
 from exact_ct.io import atomic_path, sha256_file
+from exact_ct.parallel import current_dask_address, map_ordered
 from exact_ct.reports.labeller import DEFAULT_IGNORED_SECTIONS, ReportLabeller
 from exact_ct.reports.learned import LAYER_FILE, LearnedLayer, load_layer
 from exact_ct.reports.policy import BinaryPolicy, to_binary
@@ -111,6 +112,14 @@ def label_chunk(chunk: Chunk) -> ChunkResult:
     return ChunkResult(labels, n_mentions, buf.getvalue(), n_changed)
 
 
+def label_chunk_with(
+    setup: tuple[RuleSet, tuple[str, ...], LearnedLayer | None], chunk: Chunk
+) -> ChunkResult:
+    """:func:`label_chunk` in a process that may not have its labeller yet (a Dask worker)."""
+    _init_worker(*setup)
+    return label_chunk(chunk)
+
+
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[Chunk]:
     it = iter(rows)
     while batch := list(itertools.islice(it, size)):
@@ -126,9 +135,15 @@ def map_chunks(
 ) -> Iterator[ChunkResult]:
     """Label chunks in order with at most ``2 * workers`` chunks in flight, so memory stays flat.
 
-    ``exact_ct.parallel.map_ordered`` materialises its whole input first; this streams it instead. The
-    medspacy pipeline is built once, in this process, before the workers fork.
+    The local pool is this module's own, not ``exact_ct.parallel.map_ordered``'s: the medspacy pipeline
+    is built once, in this process, before the workers fork. On a Dask cluster
+    (``exact_ct.parallel.use_backend``) each worker builds its own at its first chunk.
     """
+    if current_dask_address():
+        yield from map_ordered(
+            label_chunk_with, chunks, shared=(rules, ignore_sections, layer), progress=False
+        )
+        return
     _init_worker(rules, ignore_sections, layer)
     if workers <= 1:
         yield from map(label_chunk, chunks)
