@@ -14,7 +14,7 @@ import pytest
 
 from exact_ct.ingest import IngestConfig, ingest_drop
 from exact_ct.ingest.headers import read_header
-from exact_ct.ingest.pipeline import _build_series
+from exact_ct.ingest.pipeline import build_series
 from exact_ct.ingest.volume import assemble_series
 
 CT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct"
@@ -102,7 +102,7 @@ def test_enhanced_ct_frames_decode_with_their_geometry() -> None:
     path = CT / "pydicom" / "eCT_Supplemental.dcm"
     header = read_header(str(path), "eCT.dcm", CFG)
     assert not isinstance(header, type(None)) and getattr(header, "multiframe", False)
-    (spec,) = _build_series([header], lambda text: "se-test")
+    (spec,) = build_series([header], lambda text: "se-test")
     cfg = dataclasses.replace(CFG, min_slices=1, min_lung_share=0.0, min_air_share=0.0)
     vol = assemble_series(spec, cfg)
     ds = pydicom.dcmread(path)

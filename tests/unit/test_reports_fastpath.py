@@ -79,6 +79,22 @@ def test_shortcuts_change_nothing_on_real_reports(
     assert got == want
 
 
+def test_another_medspacy_release_falls_back_to_plain_medspacy_with_the_same_labels(
+    fast: ReportLabeller, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exact_ct.reports import fastmatch
+
+    monkeypatch.setattr(fastmatch, "medspacy_version", lambda: "1.4.0")
+    with pytest.warns(RuntimeWarning, match=r"medspacy 1\.4\.0 is installed.*running plain medspacy"):
+        fallback = ReportLabeller()
+    assert fast.fast and not fallback.fast
+    assert "exact_sentencizer" not in fallback.nlp.pipe_names  # spaCy's own sentencizer, medspacy's matchers
+    texts = _ctrate_reports(shared_data, 40)
+    got, want = fallback.label_many(texts), fast.label_many(texts)
+    assert sum(v is not None for r in want for v in r.labels) > 100  # the sample labels many findings
+    assert got == want
+
+
 def test_a_mention_inside_a_longer_word_is_still_found(fast: ReportLabeller) -> None:
     # 'coronary' holds the rule's literal 'oronary' in the middle of a word
     mentions = fast.label("Calcified plaques in the coronary arteries.").mentions
@@ -102,7 +118,7 @@ def test_token_offsets_align_like_spacy_char_span(fast: ReportLabeller) -> None:
 
 
 def test_doc_cache_is_computed_once_and_matches_the_text(fast: ReportLabeller) -> None:
-    doc = fast._doc("Nodule.\nEffusion; none.")
+    doc = fast.doc("Nodule.\nEffusion; none.")
     cached = doc_cache(doc)
     assert cached is doc_cache(doc)
     assert cached.text == doc.text and cached.low == doc.text.lower()
@@ -139,7 +155,7 @@ def test_vectorised_sentencizer_splits_like_spacys(fast: ReportLabeller, text: s
 def _modifier_graph(labeller: ReportLabeller, text: str) -> list[tuple[Any, ...]]:
     from exact_ct.reports.pipeline import SPAN_GROUP
 
-    doc = labeller._doc(text)
+    doc = labeller.doc(text)
     return [
         (
             span.start,
@@ -188,10 +204,10 @@ def test_scope_from_sentence_starts_equals_medspacys(
 ) -> None:
     from medspacy.context import ConTextModifier, ConTextRule
 
-    from exact_ct.reports.fastcontext import _scope
+    from exact_ct.reports.fastcontext import modifier_scope
     from exact_ct.reports.fastmatch import sentence_starts
 
-    doc = fast._doc("One two three four. Five six seven eight nine ten; eleven twelve\nthirteen")
+    doc = fast.doc("One two three four. Five six seven eight nine ten; eleven twelve\nthirteen")
     rule = ConTextRule("x", "NEGATED_EXISTENCE", direction=direction, max_scope=max_scope)
     starts = sentence_starts(doc)
     for start in range(len(doc)):
@@ -199,7 +215,7 @@ def test_scope_from_sentence_starts_equals_medspacys(
             want = ConTextModifier(rule, start, end, doc).scope_span  # medspacy walks doc[start].sent
             k = max(i for i, s in enumerate(starts) if s <= start)
             sent_end = starts[k + 1] if k + 1 < len(starts) else len(doc)
-            assert _scope(rule, start, end, starts[k], sent_end) == want, (start, end)
+            assert modifier_scope(rule, start, end, starts[k], sent_end) == want, (start, end)
 
 
 def test_light_import_skips_torch_and_defers_nltk() -> None:
@@ -225,6 +241,6 @@ def test_light_import_skips_torch_and_defers_nltk() -> None:
     "text", ["", "plain ascii", "caf\u00e9 \u00fc", "x\udc80y", "\udcff", "\udc7f", "\udd00"]
 )
 def test_invalid_byte_test_matches_the_per_character_rule(text: str) -> None:
-    from exact_ct.reports.table import _has_invalid_bytes
+    from exact_ct.reports.table import has_invalid_bytes
 
-    assert _has_invalid_bytes(text) == any("\udc80" <= ch <= "\udcff" for ch in text)
+    assert has_invalid_bytes(text) == any("\udc80" <= ch <= "\udcff" for ch in text)

@@ -209,7 +209,11 @@ def rank_series(specs: list[SeriesSpec], cfg: IngestConfig) -> list[SeriesSpec]:
     return sorted(specs, key=key)
 
 
-def _build_series(headers: list[FileHeader], series_hash_of: Any) -> list[SeriesSpec]:
+def build_series(headers: list[FileHeader], series_hash_of: Any) -> list[SeriesSpec]:
+    """Group one study's usable file headers into series; one spec each, slices in file order.
+
+    ``series_hash_of`` turns a series' grouping key (as text) into its pseudonymous series id.
+    """
     groups: dict[tuple[Any, ...], list[FileHeader]] = defaultdict(list)
     for h in headers:
         groups[_series_key(h)].append(h)
@@ -540,7 +544,7 @@ def ingest_drop(
             path, rel = st.nifti[0]
             tasks.append(StudyTask(study_id, volume_path, cfg, bool(rows), nifti_path=path, nifti_rel=rel))
         else:
-            specs = tuple(rank_series(_build_series(usable, series_hash_of), cfg))
+            specs = tuple(rank_series(build_series(usable, series_hash_of), cfg))
             tasks.append(StudyTask(study_id, volume_path, cfg, bool(rows), candidates=specs))
     tasks.sort(key=lambda t: t.study_id)
 

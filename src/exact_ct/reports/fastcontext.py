@@ -13,7 +13,8 @@ algorithm with medspacy's own classes and matcher, and changes two things only:
 
 A report with no trigger match costs one matcher call. Settings this class does not reproduce
 (a ConText-wide ``max_scope`` window, ``prune_on_target_overlap``, targets from ``doc.ents`` or an
-extension, user sentence hooks) send the doc to medspacy's own ``__call__``.
+extension, user sentence hooks) send the doc to medspacy's own ``__call__``. Part of the labeller's fast
+path: used only where :func:`exact_ct.reports.fastmatch.use_fast_path` allows it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from exact_ct.reports.fastmatch import sentence_starts
+from exact_ct.reports.fastmatch import component_matcher, sentence_starts
 
 
-def _scope(rule: Any, start: int, end: int, sent_start: int, sent_end: int) -> tuple[int, int]:
+def modifier_scope(rule: Any, start: int, end: int, sent_start: int, sent_end: int) -> tuple[int, int]:
     """``ConTextModifier.__set_scope`` for a sentence-bounded scope (no ConText-wide ``max_scope``)."""
     direction = rule.direction.lower()
     max_scope = rule.max_scope
@@ -50,8 +51,7 @@ class FastConText:
 
     def __init__(self, context: Any) -> None:
         self.context = context
-        # medspacy 1.3.1 keeps the matcher behind a name-mangled attribute (as fastmatch.speed_up uses it)
-        self.matcher = context._ConText__matcher
+        self.matcher = component_matcher(context, "medspacy_context")
 
     def _supported(self, doc: Any) -> bool:
         ctx = self.context
@@ -83,7 +83,7 @@ class FastConText:
                 rule = rule_map[vocab[match_id].text]
                 k = bisect.bisect_right(starts, start) - 1
                 sent_end = starts[k + 1] if k + 1 < len(starts) else n_tok
-                lo, hi = _scope(rule, start, end, starts[k], sent_end)
+                lo, hi = modifier_scope(rule, start, end, starts[k], sent_end)
                 graph.modifiers.append(ConTextModifier(rule, start, end, doc, scope_start=lo, scope_end=hi))
             graph.update_scopes()
             self._apply_modifiers(graph)

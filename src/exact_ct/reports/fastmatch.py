@@ -6,30 +6,87 @@ at least one, read from the parsed regex), so a rule whose factors do not occur 
 substring test instead of a regex scan, and a rule whose factors do occur only scans the clauses
 around them. Matches are aligned to tokens exactly as medspacy does
 (start snapped left, end snapped right).
+
+This module and :mod:`exact_ct.reports.fastcontext` are the labeller's fast path, and the only code that
+reads private APIs: Python's regex parser (``re._parser``) and medspacy's name-mangled matchers and
+``RegexMatcher`` internals. :func:`use_fast_path` checks the medspacy version and the regex parser when
+a labeller is built; on any other medspacy release it warns and the labeller runs plain medspacy (the
+same labels, slower: ``tests/unit/test_reports_fastpath.py``).
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
+import importlib.metadata
 import operator
 import re
-
-# The regex parser is private API; the project pins Python 3.11 (pyproject), where it lives here.
-import re._parser as sre_parse  # type: ignore[import-not-found]
+import warnings
 from collections.abc import Iterable
-from re._constants import (  # type: ignore[import-not-found]
-    ATOMIC_GROUP,
-    BRANCH,
-    IN,
-    LITERAL,
-    MAX_REPEAT,
-    MIN_REPEAT,
-    NOT_LITERAL,
-    POSSESSIVE_REPEAT,
-    SUBPATTERN,
-)
 from typing import Any
+
+try:  # private API: where Python 3.11-3.13 keep the regex parser
+    import re._parser as sre_parse  # type: ignore[import-not-found]
+    from re._constants import (  # type: ignore[import-not-found]
+        ATOMIC_GROUP,
+        BRANCH,
+        IN,
+        LITERAL,
+        MAX_REPEAT,
+        MIN_REPEAT,
+        NOT_LITERAL,
+        POSSESSIVE_REPEAT,
+        SUBPATTERN,
+    )
+except ImportError:  # pragma: no cover - another Python: use_fast_path() turns the fast path off
+    sre_parse = None
+
+#: The medspacy release whose private layout the fast path reads (pinned in pyproject).
+FAST_PATH_MEDSPACY = "1.3.1"
+#: medspacy components -> the name-mangled attribute that holds their ``MedspacyMatcher`` (medspacy 1.3.1).
+_MATCHER_ATTRIBUTES = {
+    "medspacy_sectionizer": "_Sectionizer__matcher",
+    "medspacy_target_matcher": "_TargetMatcher__matcher",
+    "medspacy_context": "_ConText__matcher",
+}
+
+
+def medspacy_version() -> str:
+    """The installed medspacy version (from the package metadata; medspacy itself is not imported)."""
+    return importlib.metadata.version("medspacy")
+
+
+def fast_path_problem() -> str | None:
+    """Why the fast path cannot run here (another medspacy release, no ``re._parser``), or None."""
+    if sre_parse is None:
+        return "this Python has no re._parser"
+    version = medspacy_version()
+    if version != FAST_PATH_MEDSPACY:
+        return (
+            f"medspacy {version} is installed, the fast path reads medspacy {FAST_PATH_MEDSPACY}'s internals"
+        )
+    return None
+
+
+def use_fast_path(requested: bool = True) -> bool:
+    """Whether a labeller built now may use the fast path: ``requested`` and no :func:`fast_path_problem`.
+
+    When the fast path was requested but cannot run, a ``RuntimeWarning`` says why: the labeller then runs
+    plain medspacy, with the same labels, slower.
+    """
+    if not requested:
+        return False
+    problem = fast_path_problem()
+    if problem is None:
+        return True
+    warnings.warn(
+        f"report labeller: {problem}; running plain medspacy (same labels, about 3x slower). "
+        f"Install medspacy=={FAST_PATH_MEDSPACY} for the fast path.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return False
+
 
 _MIN_FACTOR = 3
 #: Words in nearly every report: poor filters, chosen only when nothing rarer is required.
@@ -395,13 +452,17 @@ def make_fast_matcher_class() -> type:
     return FastRegexMatcher
 
 
-def speed_up(component: Any, attr: str, targets_group: str | None = None) -> None:
-    """Swap the regex matcher behind a medspacy component for :func:`make_fast_matcher_class`'s.
+def component_matcher(component: Any, name: str) -> Any:
+    """The ``MedspacyMatcher`` of medspacy component ``name`` (a name-mangled attribute in medspacy 1.3.1)."""
+    return getattr(component, _MATCHER_ATTRIBUTES[name])
 
-    The matcher sits behind name-mangled attributes of medspacy 1.3.1 (pinned in pyproject); call this
-    after all rules are added.
+
+def speed_up(component: Any, name: str, targets_group: str | None = None) -> None:
+    """Swap the regex matcher behind medspacy component ``name`` for :func:`make_fast_matcher_class`'s.
+
+    Call this after all rules are added, and only where :func:`use_fast_path` allows it.
     """
-    medspacy_matcher = getattr(component, attr)
+    medspacy_matcher = component_matcher(component, name)
     regex_matcher = medspacy_matcher._MedspacyMatcher__regex_matcher
     regex_matcher.__class__ = make_fast_matcher_class()
     regex_matcher._compiled = None

@@ -11,7 +11,7 @@ from typing import Any
 
 from exact_ct.reports.evidence import laterality, lobes, sizes_mm
 from exact_ct.reports.fastcontext import FastConText
-from exact_ct.reports.fastmatch import doc_cache, necessary_factors, sentence_starts
+from exact_ct.reports.fastmatch import doc_cache, necessary_factors, sentence_starts, use_fast_path
 from exact_ct.reports.pipeline import SPAN_GROUP, build_nlp
 from exact_ct.reports.rules import EXCLUDE, RuleSet, TargetMeta, load_rules
 from exact_ct.schema import ABNORMALITIES, ABSENT, PRESENT, UNCERTAIN
@@ -138,7 +138,10 @@ class ReportLabeller:
         fast: bool = True,
     ) -> None:
         """``fast=False`` turns off every shortcut (medspacy's own matchers, no substring prefilters):
-        the same labels, slower; the tests compare the two."""
+        the same labels, slower; the tests compare the two. ``fast=True`` falls back to ``fast=False``,
+        with a warning, where the installed medspacy is not the one the fast path reads (``self.fast``)."""
+        fast = use_fast_path(fast)
+        self.fast = fast
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules)
         self.nlp, self._metas = build_nlp(self.rules, fast=fast)
         self.ignore_sections = frozenset(ignore_sections)
@@ -150,7 +153,8 @@ class ReportLabeller:
             for name, proc in self.nlp.pipeline
         ]
 
-    def _doc(self, text: str) -> Any:
+    def doc(self, text: str) -> Any:
+        """The processed spaCy doc of one report: sentences, sections, target spans and ConText modifiers."""
         # The components run one by one on each doc: spaCy's batching buys nothing for rule components,
         # and keeping the raw text on the doc spares a Doc.text re-join in every component.
         doc = self.nlp.make_doc(text)
@@ -160,11 +164,11 @@ class ReportLabeller:
         return doc
 
     def label(self, text: str) -> ReportLabels:
-        return self._from_doc(self._doc(text))
+        return self._from_doc(self.doc(text))
 
-    def label_many(self, texts: Iterable[str], batch_size: int = 64) -> list[ReportLabels]:
-        """Label reports in order (``batch_size`` is kept for API compatibility; docs are not batched)."""
-        return [self._from_doc(self._doc(text)) for text in texts]
+    def label_many(self, texts: Iterable[str]) -> list[ReportLabels]:
+        """Label reports in order."""
+        return [self._from_doc(self.doc(text)) for text in texts]
 
     def _from_doc(self, doc: Any) -> ReportLabels:
         spans = doc.spans[SPAN_GROUP] if SPAN_GROUP in doc.spans else ()

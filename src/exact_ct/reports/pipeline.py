@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exact_ct.reports.fastmatch import speed_up
+from exact_ct.reports.fastmatch import speed_up, use_fast_path
 from exact_ct.reports.imports import import_spacy_light
 from exact_ct.reports.rules import RuleSet, TargetMeta, compile_meta
 
@@ -119,8 +119,10 @@ def build_nlp(rules: RuleSet, fast: bool = True) -> tuple[Any, dict[str, TargetM
     Components: spaCy tokenizer and ``sentencizer``, a line-break splitter, medspacy's ``Sectionizer``
     (radiology sections, header sentences split off), ``TargetMatcher`` (into a span group, overlapping
     matches pruned to the longest) and ``ConText``. ``fast=False`` keeps medspacy's own regex matchers
-    (every rule over the whole text): the reference the fast matchers are tested against.
+    (every rule over the whole text): the reference the fast matchers are tested against; it is also
+    what runs when the fast path cannot (:func:`exact_ct.reports.fastmatch.use_fast_path`).
     """
+    fast = use_fast_path(fast)
     import_spacy_light()  # spares ~5 CPU-seconds of torch and nltk imports (imports.py)
     import spacy
     from medspacy.context import ConTextRule
@@ -153,9 +155,9 @@ def build_nlp(rules: RuleSet, fast: bool = True) -> tuple[Any, dict[str, TargetM
     )
     context.add([_context_rule(ConTextRule, r) for r in rules.context])
     if fast:
-        speed_up(sectionizer, "_Sectionizer__matcher")
-        speed_up(matcher, "_TargetMatcher__matcher")
-        speed_up(context, "_ConText__matcher", SPAN_GROUP)
+        speed_up(sectionizer, "medspacy_sectionizer")
+        speed_up(matcher, "medspacy_target_matcher")
+        speed_up(context, "medspacy_context", SPAN_GROUP)
     metas = {r._rule_id: compile_meta(r.metadata or {}) for r in target_rules}
     return nlp, metas
 

@@ -114,13 +114,14 @@ def compose_report(header: Sequence[str], row: Sequence[str], text_idx: Sequence
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
-def _has_invalid_bytes(text: str) -> bool:
+def has_invalid_bytes(text: str) -> bool:
+    """Whether ``text`` holds bytes that were not UTF-8 (decoded with ``surrogateescape``: U+DC80..U+DCFF)."""
     # str.isascii reads a flag of the string (no scan); a regex search replaces a per-character loop
     return not text.isascii() and _ESCAPED_BYTE.search(text) is not None
 
 
 def _clean(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8") if _has_invalid_bytes(text) else text
+    return text.encode("utf-8", "replace").decode("utf-8") if has_invalid_bytes(text) else text
 
 
 class ReportTable:
@@ -182,7 +183,7 @@ class ReportTable:
                 if not rid:
                     self._quarantine(line, rid, "missing_id", f"empty {self.id_name!r}")
                     continue
-                if _has_invalid_bytes(rid):
+                if has_invalid_bytes(rid):
                     self._quarantine(line, rid, "invalid_utf8", f"column {self.id_name!r} is not valid UTF-8")
                     continue
                 if rid in seen:
@@ -194,7 +195,7 @@ class ReportTable:
                     )
                     continue
                 seen[rid] = line
-                bad = [self.header[i] for i in self.text_idx if _has_invalid_bytes(row[i])]
+                bad = [self.header[i] for i in self.text_idx if has_invalid_bytes(row[i])]
                 if bad:
                     self._quarantine(
                         line, rid, "invalid_utf8", f"column(s) {bad} contain bytes that are not UTF-8"
