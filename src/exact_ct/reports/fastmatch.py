@@ -80,7 +80,7 @@ def use_fast_path(requested: bool = True) -> bool:
     if problem is None:
         return True
     warnings.warn(
-        f"report labeller: {problem}; running plain medspacy (same labels, about 3x slower). "
+        f"report labeller: {problem}; running plain medspacy (same labels, about 6x slower). "
         f"Install medspacy=={FAST_PATH_MEDSPACY} for the fast path.",
         RuntimeWarning,
         stacklevel=2,
