@@ -57,7 +57,7 @@ def child(drop: str, out: str) -> None:
     """Ingest, label and mask one batch in this fresh process; print counts, timings and peak RSS."""
     from exact_ct.config import section
     from exact_ct.ingest import IngestConfig, ingest_drop
-    from exact_ct.masks import PseudoMasksParams
+    from exact_ct.masks import PseudoMasksConfig
     from exact_ct.masks.batch import run_batch
     from exact_ct.reports.batch import LabelConfig, label_table
 
@@ -79,7 +79,7 @@ def child(drop: str, out: str) -> None:
     )
     times["labels"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    s_msk = run_batch(o / "ingest", o / "masks", section(PseudoMasksParams, "pseudo_masks", params))
+    s_msk = run_batch(o / "ingest", o / "masks", section(PseudoMasksConfig, "pseudo_masks", params))
     times["masks"] = time.perf_counter() - t2
     times["total"] = time.perf_counter() - t0
     print(

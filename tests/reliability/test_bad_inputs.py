@@ -12,7 +12,7 @@ from bad_corpus import DICOM_CASES, Case, build_corpus
 
 from exact_ct.config import section
 from exact_ct.ingest import RULES, IngestConfig, ingest_drop
-from exact_ct.masks import PseudoMasksParams
+from exact_ct.masks import PseudoMasksConfig
 from exact_ct.masks.batch import run_batch
 from exact_ct.reports.batch import LabelConfig, label_table
 
@@ -64,7 +64,7 @@ def test_every_bad_input_ends_in_its_named_reason_and_nothing_is_lost(
         text_columns=["findings", "impression"],
         config=section(LabelConfig, "parse_reports", params),
     )
-    mask_summary = run_batch(ingest, masks, section(PseudoMasksParams, "pseudo_masks", params))
+    mask_summary = run_batch(ingest, masks, section(PseudoMasksConfig, "pseudo_masks", params))
 
     # Each case ends exactly where the documented rules say, with its named reason.
     observed = {(c.name, c.accession): _outcome(c, ingest, parse, masks) for c in cases}

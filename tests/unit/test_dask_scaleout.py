@@ -23,7 +23,7 @@ def test_ingest_and_masks_on_dask_match_the_local_run(tmp_path, monkeypatch):
     from exact_ct.ingest.config import IngestConfig
     from exact_ct.ingest.pipeline import ingest_drop
     from exact_ct.masks.batch import run_batch
-    from exact_ct.masks.config import PseudoMasksParams
+    from exact_ct.masks.config import PseudoMasksConfig
     from exact_ct.parallel import DASK_ENV
     from exact_ct.synth import DropConfig, write_drop
 
@@ -32,7 +32,7 @@ def test_ingest_and_masks_on_dask_match_the_local_run(tmp_path, monkeypatch):
 
     monkeypatch.delenv(DASK_ENV, raising=False)
     ingest_drop(drop, tmp_path / "local" / "ingest", IngestConfig(workers=2), progress=False)
-    run_batch(tmp_path / "local" / "ingest", tmp_path / "local" / "masks", PseudoMasksParams(workers=2))
+    run_batch(tmp_path / "local" / "ingest", tmp_path / "local" / "masks", PseudoMasksConfig(workers=2))
 
     from exact_ct import parallel
 
@@ -47,7 +47,7 @@ def test_ingest_and_masks_on_dask_match_the_local_run(tmp_path, monkeypatch):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         monkeypatch.setenv(DASK_ENV, cluster.scheduler_address)
         ingest_drop(drop, tmp_path / "dask" / "ingest", IngestConfig(workers=2), progress=False)
-        run_batch(tmp_path / "dask" / "ingest", tmp_path / "dask" / "masks", PseudoMasksParams(workers=2))
+        run_batch(tmp_path / "dask" / "ingest", tmp_path / "dask" / "masks", PseudoMasksConfig(workers=2))
 
     assert len(calls) >= 3 and set(calls) == {cluster.scheduler_address}  # headers, studies, masks
     local, dask = _digest(tmp_path / "local"), _digest(tmp_path / "dask")

@@ -6,8 +6,9 @@ import numpy as np
 from scipy import ndimage
 
 from exact_ct.evaluation.localization import dice
-from exact_ct.masks.airway import airway_with_wall, extend_main_bronchi
 from exact_ct.masks.intensity import segment
+from exact_ct.masks.steps.airway_wall import airway_with_wall
+from exact_ct.masks.steps.bronchi import extend_main_bronchi
 from exact_ct.schema import ORGAN_IDS
 from exact_ct.synth import render_study
 

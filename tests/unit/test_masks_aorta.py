@@ -8,9 +8,12 @@ import pytest
 from exact_ct.evaluation.localization import dice
 from exact_ct.io import load_canonical
 from exact_ct.masks.config import IntensityConfig
-from exact_ct.masks.intensity import SpineLine, _spine, segment
+from exact_ct.masks.intensity import segment
 from exact_ct.masks.morph import inplane_distance
-from exact_ct.masks.vessels import ASCENDING_RATIO, aorta_enhanced, track_tube
+from exact_ct.masks.steps.aorta_contrast import aorta_enhanced
+from exact_ct.masks.steps.aorta_tracks import ASCENDING_RATIO
+from exact_ct.masks.steps.spine import SpineLine, find_column
+from exact_ct.masks.tubes import track_tube
 from exact_ct.schema import ORGAN_IDS
 
 AORTA = ORGAN_IDS["aorta"]
@@ -50,7 +53,7 @@ def test_spine_is_the_long_bone_between_the_lungs() -> None:
     lung_l, lung_r, bone = _lungs_and_bone((40, 30, 20))
     bone[18:22, 2:6] = True  # vertebral column between the lungs
     bone[0:2, 0:3] = True  # lateral, more posterior, just as long
-    spine = _spine(bone, lung_l, lung_r)
+    spine = find_column(bone, lung_l, lung_r)
     assert spine[19, 3, 10] and not spine[0, 0, 10]
 
 
@@ -60,7 +63,7 @@ def test_spine_is_not_a_thin_posterior_line() -> None:
     lung_l, lung_r, bone = _lungs_and_bone((40, 30, 20))
     bone[17:23, 4:10] = True  # vertebral column
     bone[19:21, 1] = True  # thin line, 2 voxels per slice, further back, just as long
-    spine = _spine(bone, lung_l, lung_r)
+    spine = find_column(bone, lung_l, lung_r)
     assert spine[19, 6, 10] and not spine[19, 1, 10]
 
 
@@ -172,7 +175,7 @@ def test_unenhanced_ascending_aorta_in_a_phantom() -> None:
 
 def test_root_extension_continues_the_tube_along_its_axis() -> None:
     """The root is the ascending tube's straight continuation below its lowest slice, at its radius."""
-    from exact_ct.masks.vessels import root_extension
+    from exact_ct.masks.steps.aorta_tracks import root_extension
 
     spacing = (2.0, 2.0, 4.0)
     # tracked from z 10 to 20; the centre moves +1 voxel in x (2 mm) per slice (4 mm) going up
@@ -206,7 +209,7 @@ def test_unenhanced_aortic_root_inside_the_heart_outline() -> None:
 
 
 def test_soft_tissue_section_must_hold_its_lumen() -> None:
-    from exact_ct.masks.vessels import _contains_lumen
+    from exact_ct.masks.steps.aorta_contrast import _contains_lumen
 
     spacing = (2.0, 2.0, 4.0)
     lumen = (20, 20, 10.0)

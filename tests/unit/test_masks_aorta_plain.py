@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from exact_ct.masks.aorta_plain import aorta_plain, fit_fixed, steady_spine
 from exact_ct.masks.config import IntensityConfig
-from exact_ct.masks.intensity import SpineLine
 from exact_ct.masks.morph import inplane_distance
+from exact_ct.masks.steps.aorta_plain import aorta_plain, fit_fixed
+from exact_ct.masks.steps.spine import SpineLine, steady_spine
 
 SPACING = (3.0, 3.0, 4.0)
 SHAPE = (40, 40, 14)
@@ -88,7 +88,7 @@ def test_aorta_plain_empty_without_a_tube() -> None:
 def test_wall_against_the_lung_is_found_at_half_maximum_not_a_voxel_inside() -> None:
     """Blur darkens a section's outermost voxel beside the lung below the fat threshold: the wall there lies
     half way between the section's level and the lung's, as it does against fat."""
-    from exact_ct.masks.morph import ray_ends
+    from exact_ct.masks.rays import ray_ends
 
     centre, radius = (60.0, 60.0), 11.0
     gx = np.arange(40)[:, None] * SPACING[0]

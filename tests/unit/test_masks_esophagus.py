@@ -7,8 +7,9 @@ import pytest
 from scipy import ndimage
 
 from exact_ct.masks.config import IntensityConfig
-from exact_ct.masks.esophagus import esophagus, fill_lumen, fit_circle
-from exact_ct.masks.intensity import SpineLine
+from exact_ct.masks.rays import fit_circle
+from exact_ct.masks.steps.esophagus import fill_lumen, fit_esophagus
+from exact_ct.masks.steps.spine import SpineLine
 
 SPACING = (3.0, 3.0, 4.0)
 
@@ -67,7 +68,7 @@ def test_fill_lumen_fills_small_pocket_not_fat_gap() -> None:
 def test_tube_beside_unenhanced_aorta(radius: float, air: bool) -> None:
     hu, region, truth, spine = _phantom(radius, air, aorta_hu=42.0)
     cfg = IntensityConfig()
-    out = esophagus(hu, region, spine, np.zeros_like(region), SPACING, cfg)
+    out = fit_esophagus(hu, region, spine, np.zeros_like(region), SPACING, cfg)
     # the fitted section follows the tube's own size; the old 8 mm disc on the nearest voxel did not
     assert _dice(out, truth) >= 0.85
     aorta_side = np.arange(hu.shape[0])[:, None, None] * SPACING[0] < 60.0 - radius - 3.0
@@ -81,7 +82,7 @@ def test_contrast_aorta_section_is_given_back() -> None:
     aorta = ndimage.binary_dilation(lumen, structure=np.ones((5, 5, 1), dtype=bool)) & region
     assert (aorta & truth).any()
     cfg = IntensityConfig()
-    out = esophagus(hu, region & ~lumen, spine, np.zeros_like(region), SPACING, cfg, aorta=aorta)
+    out = fit_esophagus(hu, region & ~lumen, spine, np.zeros_like(region), SPACING, cfg, aorta=aorta)
     assert not (out & lumen).any()
     assert _dice(out, truth) >= 0.85
 
@@ -104,7 +105,7 @@ def test_prevertebral_tissue_is_not_the_tube() -> None:
     spine = SpineLine(
         np.ones(nz, dtype=bool), np.full(nz, spine_c[0] / SPACING[0]), np.full(nz, front / SPACING[1])
     )
-    out = esophagus(hu, region, spine, np.zeros_like(region), SPACING, IntensityConfig())
+    out = fit_esophagus(hu, region, spine, np.zeros_like(region), SPACING, IntensityConfig())
     cy = np.nonzero(out)[1].mean() * SPACING[1]
     # rays through the band to the bone had pulled the fit back (centre 1.0 mm behind, Dice 0.94)
     assert abs(cy - eso_c[1]) <= 0.5

@@ -7,7 +7,8 @@ import numpy as np
 from exact_ct.evaluation.localization import dice
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.qc import heart_between_lungs
-from exact_ct.masks.vessels import ascending_from_above, heart_below_floor, ventricle_wall
+from exact_ct.masks.steps.aorta_contrast import ascending_from_above
+from exact_ct.masks.steps.heart import heart_below_floor, ventricle_wall
 from exact_ct.schema import ORGAN_IDS
 
 HEART, AORTA = ORGAN_IDS["heart"], ORGAN_IDS["aorta"]

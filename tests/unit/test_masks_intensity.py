@@ -12,9 +12,10 @@ import pytest
 from exact_ct.evaluation.localization import dice
 from exact_ct.io import load_canonical
 from exact_ct.masks import QCConfig
-from exact_ct.masks.intensity import SpineLine, _front_of_spine, segment
+from exact_ct.masks.intensity import segment
 from exact_ct.masks.morph import block_mean, downsample_factors, label_sums, upsample_labels
 from exact_ct.masks.qc import check, heart_between_lungs, organ_volumes_ml
+from exact_ct.masks.steps.spine import SpineLine, front_of_spine
 from exact_ct.schema import ORGAN_IDS
 
 TS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct" / "totalseg"
@@ -136,10 +137,10 @@ def _vertebra(with_body: bool, blood_in_front: bool) -> tuple[np.ndarray, np.nda
 
 def test_spine_front_walks_through_the_vertebral_body_not_into_blood() -> None:
     spacing = (3.0, 3.0, 3.0)
-    line: SpineLine = _front_of_spine(*_vertebra(True, False), spacing)
+    line: SpineLine = front_of_spine(*_vertebra(True, False), spacing)
     assert line.has.all()
     assert np.all(line.y_f == 19)  # the front of the body, also at the disc (upper percentile over z)
-    arch_only = _front_of_spine(*_vertebra(False, True), spacing)
+    arch_only = front_of_spine(*_vertebra(False, True), spacing)
     assert np.all(arch_only.y_f == 5)  # a 114 mm walk is no vertebra: the arch's own front is kept
     behind = line.behind(60)
     assert behind.shape == (1, 60, 12) and behind[0, 18, 0] and not behind[0, 19, 0]
@@ -158,7 +159,7 @@ def test_spine_front_ignores_slices_where_only_the_sternum_is_at_the_midline() -
     arch[:, 2:6, 3:7] = False
     arch[2:8, 2:6, 3:7] = True
     arch[20:40, 45, 3:7] = True
-    line = _front_of_spine(arch, dense, spacing)
+    line = front_of_spine(arch, dense, spacing)
     assert line.has.all()
     assert np.all(line.y_f < 25), line.y_f  # the vertebral body's front (19), never the sternum (53)
 
@@ -282,7 +283,7 @@ def test_cli_writes_a_mask_for_a_real_file(tmp_path: Path) -> None:
 
 def test_esophagus_continues_behind_the_trachea_in_the_neck() -> None:
     from exact_ct.masks.config import IntensityConfig
-    from exact_ct.masks.intensity import _esophagus_neck
+    from exact_ct.masks.steps.esophagus_prior import esophagus_neck
 
     shape, spacing = (40, 40, 30), (3.0, 3.0, 3.0)
     hu = np.full(shape, -100.0)  # fat
@@ -293,7 +294,7 @@ def test_esophagus_continues_behind_the_trachea_in_the_neck() -> None:
     esophagus = np.zeros(shape, dtype=bool)
     esophagus[19:22, 18:21, :15] = True  # found in the mediastinal space up to slice 14
     allowed = np.ones(shape, dtype=bool)
-    neck = _esophagus_neck(hu, esophagus, airway, allowed, spacing, IntensityConfig())
+    neck = esophagus_neck(hu, esophagus, airway, allowed, spacing, IntensityConfig())
     assert not neck[:, :, :15].any()  # only above the highest slice found
     assert neck[:, :, 15:].any(axis=(0, 1)).all()  # every slice up to the top, where the trachea is
     xs, ys, _ = np.nonzero(neck)
@@ -303,18 +304,16 @@ def test_esophagus_continues_behind_the_trachea_in_the_neck() -> None:
     # a lumen darkened by partial volume inside the tube is the esophagus's (a hole of the disc's tissue)
     hu_lumen = hu.copy()
     hu_lumen[20, 20, 15:] = -60.0
-    with_lumen = _esophagus_neck(hu_lumen, esophagus, airway, allowed, spacing, IntensityConfig())
+    with_lumen = esophagus_neck(hu_lumen, esophagus, airway, allowed, spacing, IntensityConfig())
     assert with_lumen[20, 20, 15:].all() and np.array_equal(with_lumen, neck)
     # no airway above: nothing to follow
-    assert not _esophagus_neck(
-        hu, esophagus, np.zeros_like(airway), allowed, spacing, IntensityConfig()
-    ).any()
+    assert not esophagus_neck(hu, esophagus, np.zeros_like(airway), allowed, spacing, IntensityConfig()).any()
 
 
 def test_main_bronchus_is_followed_where_it_touches_the_lung() -> None:
     """A bronchus whose air section merges with the lung (thin wall, coarse grid) goes on by its dark lumen."""
     from exact_ct.masks.config import IntensityConfig
-    from exact_ct.masks.intensity import _airway
+    from exact_ct.masks.steps.airway import track_airway
 
     shape = (60, 40, 40)
     hu = np.full(shape, 40.0)
@@ -330,7 +329,7 @@ def test_main_bronchus_is_followed_where_it_touches_the_lung() -> None:
         if z < 25:
             hu[:, :, z][lung & ((x - cx) ** 2 + (y - 20) ** 2 > 9)] = -850.0  # aerated lung
     air = body & (hu < -400)
-    airway, _ = _airway(air, hu, body, (3.0, 3.0, 3.0), IntensityConfig())
+    airway, _ = track_airway(air, hu, body, (3.0, 3.0, 3.0), IntensityConfig())
     lumen = body & (hu < -930)
     # Below z 20 the bronchus lies against the lung; its lumen is followed (before: only down to z 17), the
     # lung beyond the ring around the lumen is not taken.
@@ -347,14 +346,14 @@ def ndimage_ring(mask: np.ndarray) -> np.ndarray:
 
 
 def test_soft_tissue_continuous_with_the_tissue_under_the_floor_is_not_mediastinum() -> None:
-    from exact_ct.masks.intensity import _under_floor_tissue
+    from exact_ct.masks.steps.mediastinum import under_floor_tissue
 
     region = np.zeros((20, 20, 20), dtype=bool)
     region[5:15, 5:15, 8:] = True  # the space between the lungs, floor at z 8
     soft = np.zeros_like(region)
     soft[6:10, 6:10, 0:11] = True  # a dome rising from below the floor up to z 10
     soft[11:14, 11:14, 14:17] = True  # a lymph node or vessel inside the space, surrounded by fat
-    dome = _under_floor_tissue(region, soft)
+    dome = under_floor_tissue(region, soft)
     assert dome[6:10, 6:10, 8:11].all()  # the dome's part above the floor
     assert not dome[11:14, 11:14, 14:17].any()
     assert not (dome & ~region).any()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from exact_ct.io import load_canonical, spacing_from_affine
-from exact_ct.masks import PseudoMasksParams, TotalSegConfig, make_mask, report_path_for
+from exact_ct.masks import PseudoMasksConfig, TotalSegConfig, make_mask, report_path_for
 from exact_ct.masks.totalseg import (
     ORGAN_CLASSES,
     ROI_SUBSET,
@@ -99,7 +99,7 @@ def test_missing_weights_fail_fast_and_name_the_path(tmp_path: Path, monkeypatch
     monkeypatch.delenv("TOTALSEG_WEIGHTS_PATH", raising=False)
     monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "home"))
     calls: list[dict] = []
-    params = PseudoMasksParams(backend="totalsegmentator")
+    params = PseudoMasksConfig(backend="totalsegmentator")
     t0 = time.perf_counter()
     with pytest.raises(WeightsMissingError) as err:
         make_mask(
@@ -133,7 +133,7 @@ def test_call_wiring_with_an_injected_segment_function(
         return nib.load(str(TS / "example_seg_fast.nii.gz"))
 
     cfg = TotalSegConfig(weights_dir=str(weights), fast=True, device="cpu")
-    params = PseudoMasksParams(backend="totalsegmentator", totalseg=cfg)
+    params = PseudoMasksConfig(backend="totalsegmentator", totalseg=cfg)
     out = tmp_path / "mask.nii.gz"
     labels = make_mask(TS / "example_ct_sm.nii.gz", out, params, segment_fn=fake_api)
     (call,) = calls

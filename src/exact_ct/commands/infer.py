@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from exact_ct.config import section
     from exact_ct.evaluation.infer import StudyRejected, run_infer
     from exact_ct.ingest import IngestConfig
-    from exact_ct.masks import PseudoMasksParams
+    from exact_ct.masks import PseudoMasksConfig
 
     if args.zero_shot_seg:  # a misspelt name or threshold fails before the model runs
         from exact_ct.transfer.zeroshot import Threshold, parse_names
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         Threshold.parse(args.zero_shot_threshold)
     have = args.params is not None and args.params.exists()
     ingest_cfg = section(IngestConfig, "ingest", args.params) if have else IngestConfig()
-    masks = section(PseudoMasksParams, "pseudo_masks", args.params) if have else PseudoMasksParams()
+    masks = section(PseudoMasksConfig, "pseudo_masks", args.params) if have else PseudoMasksConfig()
     try:
         res = run_infer(
             args.study,

@@ -29,15 +29,15 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from exact_ct.config import section
-    from exact_ct.masks import PseudoMasksParams, make_mask
+    from exact_ct.masks import PseudoMasksConfig, make_mask
     from exact_ct.masks.qc import check, organ_volumes_ml
 
     if not args.input.exists():
         raise FileNotFoundError(f"{args.input}: no such file")
     params = (
-        section(PseudoMasksParams, "pseudo_masks", args.params)
+        section(PseudoMasksConfig, "pseudo_masks", args.params)
         if args.params.exists()
-        else PseudoMasksParams()
+        else PseudoMasksConfig()
     )
     if args.backend:
         params = dataclasses.replace(params, backend=args.backend)

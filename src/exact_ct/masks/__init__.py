@@ -7,18 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from exact_ct.masks.config import BACKENDS, IntensityConfig, PseudoMasksParams, QCConfig, TotalSegConfig
+from exact_ct.masks.config import BACKENDS, IntensityConfig, PseudoMasksConfig, QCConfig, TotalSegConfig
 from exact_ct.masks.totalseg import SegmentFn
 
 __all__ = [
     "BACKENDS",
     "IntensityConfig",
-    "PseudoMasksParams",
+    "PseudoMasksConfig",
     "QCConfig",
     "TotalSegConfig",
     "make_mask",
     "report_path_for",
 ]
+
+#: Former name of :class:`PseudoMasksConfig`, kept until every caller uses the new one.
+PseudoMasksParams = PseudoMasksConfig
 
 
 def report_path_for(mask_path: str | os.PathLike[str]) -> Path:
@@ -31,7 +34,7 @@ def report_path_for(mask_path: str | os.PathLike[str]) -> Path:
 def make_mask(
     ct_path: str | os.PathLike[str],
     mask_path: str | os.PathLike[str],
-    params: PseudoMasksParams | None = None,
+    params: PseudoMasksConfig | None = None,
     *,
     segment_fn: SegmentFn | None = None,
 ) -> np.ndarray:
@@ -42,7 +45,7 @@ def make_mask(
     from exact_ct.io import load_canonical, save_label_map, spacing_from_affine
     from exact_ct.schema import organ_labels
 
-    params = params or PseudoMasksParams()
+    params = params or PseudoMasksConfig()
     hu, affine = load_canonical(ct_path)
     if hu.ndim != 3:
         raise ValueError(f"{ct_path}: expected a 3-D CT volume, got shape {hu.shape}")

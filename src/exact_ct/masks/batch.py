@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exact_ct.masks.config import PseudoMasksParams
+from exact_ct.masks.config import PseudoMasksConfig
 from exact_ct.schema import ORGANS, organ_labels
 
 QC_COLUMNS = ["study_id", "backend", "passed", "rules"] + [f"{ORGANS[i]}_ml" for i in ORGANS if i != 0]
@@ -19,7 +19,7 @@ class _Job:
     study_id: str
     ct_path: Path
     mask_path: Path
-    params: PseudoMasksParams
+    params: PseudoMasksConfig
 
 
 def _one(job: _Job) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def _one(job: _Job) -> dict[str, Any]:
 
 
 def run_batch(
-    in_dir: str | Path, out_dir: str | Path, params: PseudoMasksParams, *, progress: bool = False
+    in_dir: str | Path, out_dir: str | Path, params: PseudoMasksConfig, *, progress: bool = False
 ) -> dict[str, Any]:
     """Masks for every study of ``in_dir/manifest.csv``; fully rewrites ``out_dir``. Returns counts."""
     import pandas as pd

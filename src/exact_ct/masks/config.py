@@ -80,7 +80,7 @@ class QCConfig:
 
 
 @dataclass(frozen=True)
-class PseudoMasksParams:
+class PseudoMasksConfig:
     """The ``pseudo_masks`` section of params.yaml."""
 
     backend: str = "intensity"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, fill_holes_2d, hull_2d
+from exact_ct.masks.morph import Spacing, components_touching, fill_holes_2d, hull_2d
 
 
 def thoracic_cage(lungs: np.ndarray, ribs: np.ndarray) -> np.ndarray:
@@ -60,8 +60,3 @@ def mediastinum_region(lungs: np.ndarray, body: np.ndarray, bone: np.ndarray) ->
     """Space between the lungs: axial hull of both lungs inside the body, minus lungs and bone."""
     hull = hull_2d(lungs) & body
     return hull & ~lungs & ~fill_holes_2d(bone)
-
-
-def shell_of(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
-    """Voxels within ``radius_mm`` outside ``mask``."""
-    return dilate_mm(mask, radius_mm, spacing) & ~mask

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from exact_ct.masks.config import TotalSegConfig
+from exact_ct.masks.config import IntensityConfig, TotalSegConfig
 from exact_ct.masks.derive import mediastinum_region, pleura, thoracic_cage
 from exact_ct.masks.morph import Spacing, fill_holes_2d, hull_2d, largest_component
+from exact_ct.masks.steps.body import find_body
 from exact_ct.schema import ORGAN_IDS
 
 #: TotalSegmentator v2 `total` class names per organ id of ours (lobes -> lungs, trachea -> airway...).
@@ -122,10 +123,7 @@ def organs_from_totalseg(
     cage_bone = np.isin(seg, cage_ids)
     labelled = seg > 0
     if hu is not None:
-        from exact_ct.masks.config import IntensityConfig
-        from exact_ct.masks.intensity import _body
-
-        body = _body(np.asarray(hu, dtype=np.float32), spacing, IntensityConfig()) | labelled
+        body = find_body(np.asarray(hu, dtype=np.float32), spacing, IntensityConfig()) | labelled
     else:
         body = fill_holes_2d(hull_2d(largest_component(labelled) | labelled)) if labelled.any() else labelled
     named = np.zeros(seg.shape, dtype=bool)

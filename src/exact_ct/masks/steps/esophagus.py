@@ -1,4 +1,4 @@
-"""Esophagus of the intensity backend: a tube in front of the spine, fitted as a circle per axial slice.
+"""Esophagus: a tube in front of the spine, fitted as a circle per axial slice.
 
 The thoracic esophagus is a round soft-tissue tube (often with a small central air lumen) lying on the
 prevertebral tissue in front of the vertebral bodies, behind the trachea and right of / against the
@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from exact_ct.masks.hu import CONTRAST_BLOOD_HU, DENSE_HU, LUMEN_AIR_HU, LUMEN_RIM_HU, SOFT_TISSUE_HU
 from exact_ct.masks.morph import Spacing
-from exact_ct.masks.morph import ray_ends as _ray_ends
-from exact_ct.masks.vessels import CONTRAST_BLOOD_HU
+from exact_ct.masks.rays import fit_circle, ray_ends
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
-    from exact_ct.masks.intensity import SpineLine
+    from exact_ct.masks.steps.spine import SpineLine
 
 #: Rays cast from the seed per slice (every 22.5 degrees).
 N_RAYS = 16
@@ -36,8 +36,6 @@ RAY_REACH_MM = 22.0
 RAY_STEP_MM = 0.5
 #: Within this distance of the seed a dark sample is the air lumen, not the fat around the tube.
 LUMEN_MM = 3.5
-#: Bone and contrast blood are above this HU; only the blood (the contrast aorta) bounds the tube (see ray_ends).
-DENSE_HU = 200.0
 #: Physiological radius of the (collapsed or slightly distended) esophagus, mm.
 RADIUS_MM = (5.0, 13.0)
 #: A boundary point farther than this many times the median ray is another organ's boundary.
@@ -46,56 +44,13 @@ RAY_OUTLIER = 1.5
 MIN_POINTS = 6
 #: Window (slices) of the running median of centre and radius along z.
 SMOOTH_SLICES = 5
-#: Air in a hollow organ's lumen (blurred to a single voxel at the working grid) is darker than this.
-LUMEN_HU = -150.0
-#: ... and at most this large in one slice (the esophageal lumen; bowel gas or lung is larger).
+#: Air in a hollow organ's lumen (darker than ``LUMEN_AIR_HU``) is at most this large in one slice (the
+#: esophageal lumen; bowel gas or lung is larger).
 LUMEN_MAX_MM2 = 40.0
-#: The rim around a lumen averages above this (wall with partial volume); around fat pockets it is fat.
-LUMEN_RIM_HU = -80.0
-#: HU given to the lumen and its rim (the esophageal wall's soft tissue).
-SOFT_HU = 40.0
 _SLICE_8 = np.zeros((3, 3, 3), dtype=bool)
 _SLICE_8[:, :, 1] = True
-
-
-def fit_circle(px: np.ndarray, py: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares (algebraic, Kasa) circle through points: (centre x, centre y, radius)."""
-    a = np.column_stack([px, py, np.ones_like(px)])
-    b = px**2 + py**2
-    (c0, c1, c2), *_ = np.linalg.lstsq(a, b, rcond=None)
-    cx, cy = 0.5 * c0, 0.5 * c1
-    return float(cx), float(cy), float(np.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
-
-
-def ray_ends(
-    hu: np.ndarray,
-    stop: np.ndarray,
-    seed: tuple[float, float],
-    spacing: Spacing,
-    fat_hu: float,
-    blood: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary points (mm) of the section around ``seed`` (mm) in one slice (:func:`morph.ray_ends`).
-
-    ``N_RAYS`` rays up to ``RAY_REACH_MM``; a dark sample within ``LUMEN_MM`` of the seed is the air
-    lumen, not the fat around the tube. A ray that ends at dense bone is dropped: the prevertebral
-    tissue (longus colli, ligament, fascia) lies between the esophagus and the vertebral body, so the
-    ray ran through it. Only enhanced blood (``blood``: the contrast aorta's lumen in this slice, all False
-    without contrast) is a dense wall of the tube.
-    """
-    return _ray_ends(
-        hu,
-        stop,
-        seed,
-        RAY_REACH_MM,
-        spacing,
-        fat_hu,
-        n_rays=N_RAYS,
-        dense_hu=DENSE_HU,
-        step_mm=RAY_STEP_MM,
-        skip_mm=LUMEN_MM,
-        dense_edge=blood,
-    )
+#: The tube's centre lies its radius plus this (mm) in front of the vertebral body or behind the trachea.
+WALL_GAP_MM = 4.0
 
 
 def fit_section(
@@ -115,7 +70,19 @@ def fit_section(
     centre = seed
     fit: tuple[float, float, float] | None = None
     for _ in range(2):
-        px, py = ray_ends(hu, stop, centre, spacing, fat_hu, blood)
+        px, py = ray_ends(
+            hu,
+            stop,
+            centre,
+            RAY_REACH_MM,
+            spacing,
+            fat_hu,
+            n_rays=N_RAYS,
+            dense_hu=DENSE_HU,
+            step_mm=RAY_STEP_MM,
+            skip_mm=LUMEN_MM,
+            dense_edge=blood,
+        )
         if px.size < MIN_POINTS:
             return fit
         d = np.hypot(px - centre[0], py - centre[1])
@@ -148,7 +115,19 @@ def fit_centre(
     """
     c = np.array(start, dtype=float)
     for _ in range(3):
-        px, py = ray_ends(hu, stop, (float(c[0]), float(c[1])), spacing, fat_hu, blood)
+        px, py = ray_ends(
+            hu,
+            stop,
+            (float(c[0]), float(c[1])),
+            RAY_REACH_MM,
+            spacing,
+            fat_hu,
+            n_rays=N_RAYS,
+            dense_hu=DENSE_HU,
+            step_mm=RAY_STEP_MM,
+            skip_mm=LUMEN_MM,
+            dense_edge=blood,
+        )
         pts = np.column_stack([px, py])
         if len(pts) < MIN_POINTS:
             return None
@@ -177,7 +156,7 @@ def nearest_seed(
     y, voxel indices), averaged with the centre of the slice above (``prev``, mm) as the tube drifts left
     to the hiatus. None when no candidate lies within two radii of it.
     """
-    ex, ey = spine_front[0] * spacing[0], spine_front[1] * spacing[1] + radius + 4.0
+    ex, ey = spine_front[0] * spacing[0], spine_front[1] * spacing[1] + radius + WALL_GAP_MM
     if prev is not None:
         ex, ey = 0.5 * (ex + prev[0]), 0.5 * (ey + prev[1])
     cx, cy = np.nonzero(cand)
@@ -194,12 +173,12 @@ def fill_lumen(hu: np.ndarray, region: np.ndarray, airway: np.ndarray, spacing: 
     """``hu`` with small enclosed air pockets (a hollow organ's lumen) and their rim set to soft tissue.
 
     The esophagus's air lumen is a few mm across: at a 3 mm grid it is one dark voxel whose neighbours
-    fall into the fat range by partial volume. A dark (< ``LUMEN_HU``) in-slice component of at most
+    fall into the fat range by partial volume. A dark (< ``LUMEN_AIR_HU``) in-slice component of at most
     ``LUMEN_MAX_MM2``, not airway, whose 8-neighbour rim is on average soft tissue or brighter, is
     such a lumen (a fat gap is not: its rim is fat).
     """
     out = hu.copy()
-    dark = region & (hu < LUMEN_HU) & ~airway
+    dark = region & (hu < LUMEN_AIR_HU) & ~airway
     if not dark.any():
         return out
     labels, n = ndimage.label(dark, structure=_SLICE_8)
@@ -218,11 +197,11 @@ def fill_lumen(hu: np.ndarray, region: np.ndarray, airway: np.ndarray, spacing: 
     solid = rim_sum / np.maximum(rim_n, 1) > LUMEN_RIM_HU
     solid[0] = False
     pocket = solid[grown] & (grown > 0)
-    out[pocket] = np.maximum(out[pocket], SOFT_HU)
+    out[pocket] = np.maximum(out[pocket], SOFT_TISSUE_HU)
     return out
 
 
-def esophagus(
+def fit_esophagus(
     hu: np.ndarray,
     region: np.ndarray,
     spine: SpineLine,
@@ -243,7 +222,7 @@ def esophagus(
     prevertebral tissue), averaged with the centre of the slice above (it drifts left to the hiatus).
     """
     out = np.zeros_like(region)
-    # enhanced blood of the aorta is a wall of the tube; any other dense sample is bone (see ray_ends)
+    # enhanced blood of the aorta is a wall of the tube; any other dense sample is bone (see fit_section)
     blood = np.zeros_like(region) if aorta is None else aorta & (hu >= CONTRAST_BLOOD_HU)
     seedable = region if aorta is None else region & ~aorta
     if aorta is not None:

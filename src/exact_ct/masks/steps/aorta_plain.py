@@ -6,7 +6,7 @@ in-plane distance map of the soft tissue then peaks between the two organs: its 
 towards the neighbour and drops in radius, and a track that follows those maxima stops where a
 neighbour touches. Elsewhere the vessel is wrapped in mediastinal fat. This module therefore
 
-1. tracks the descending aorta as in the classical backend (distance maxima left-anterior of the
+1. tracks the descending aorta as in a contrast CT (distance maxima left-anterior of the
    vertebral bodies), but bridges a few slices where a neighbour touches it;
 2. re-centres each section on its *own* fat boundary: rays cast from the centre stop where the HU
    profile falls into fat, at dense bone or outside the mediastinal space; rays that run on through a
@@ -32,11 +32,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from exact_ct.masks.esophagus import esophagus as fit_esophagus
-from exact_ct.masks.esophagus import fit_circle
+from exact_ct.masks.hu import DENSE_HU
 from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance, nearer_to_first
-from exact_ct.masks.morph import ray_ends as _ray_ends
-from exact_ct.masks.vessels import (
+from exact_ct.masks.rays import fit_circle, ray_ends
+from exact_ct.masks.steps.aorta_tracks import (
     ABOVE_HEART_MM,
     ASCENDING_AHEAD_MAX_MM,
     ASCENDING_AHEAD_MM,
@@ -45,17 +44,17 @@ from exact_ct.masks.vessels import (
     ASCENDING_RIGHT_MM,
     ASCENDING_RIGHT_TOL_MM,
     LUMEN_RADIUS_MIN_MM,
-    Chain,
-    SlicePeaks,
+    MIN_TRACK_MM,
     ascending_limb,
     root_extension,
-    track_tube,
-    tube_discs,
 )
+from exact_ct.masks.steps.esophagus import fit_esophagus
+from exact_ct.masks.steps.spine import steady_spine
+from exact_ct.masks.tubes import Chain, SlicePeaks, track_tube, tube_discs
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
-    from exact_ct.masks.intensity import SpineLine
+    from exact_ct.masks.steps.spine import SpineLine
 
 #: Rays per section (every 15 degrees).
 N_RAYS = 24
@@ -63,8 +62,6 @@ N_RAYS = 24
 RAY_STEP_MM = 0.5
 #: A ray is followed up to this many times the tube's radius: beyond, it ran through a touching organ.
 RAY_REACH = 1.6
-#: Dense bone is above this HU (the tube's posterior boundary against a vertebral body).
-DENSE_HU = 200.0
 #: Fewest boundary points for a circle fit (a neighbour may cover up to half the circumference).
 MIN_POINTS = 8
 #: Smallest in-plane distance maximum (mm) that seeds or continues the unenhanced descending track. The
@@ -85,42 +82,6 @@ EXTEND_MISSED = 1
 ARCH_ABOVE_MM = 40.0
 #: Directions (+1 up, -1 down) in which the fitted tube is followed beyond the track.
 EXTEND_DIRECTIONS = (-1,)
-#: The vertebral bodies' front moves at most this far (mm) from the column's median front: a slice
-#: beyond it is a walk that ran on into another dense structure (sternum, calcified heart).
-SPINE_FRONT_TOL_MM = 25.0
-
-
-def steady_spine(spine: SpineLine, spacing: Spacing) -> SpineLine:
-    """``spine`` with outlying fronts replaced by interpolation from the other slices.
-
-    The thoracic column's front follows a gentle kyphosis: it stays within ``SPINE_FRONT_TOL_MM`` of its
-    median over the chest. A run of slices far in front of it would cut the whole posterior mediastinum
-    (and the descending aorta) out of the search.
-    """
-    zs = np.flatnonzero(spine.has & np.isfinite(spine.y_f))
-    if zs.size < 3:
-        return spine
-    y = spine.y_f[zs]
-    good = np.abs(y - np.median(y)) * spacing[1] <= SPINE_FRONT_TOL_MM
-    if good.all() or good.sum() < 2:
-        return spine
-    y_f = spine.y_f.copy()
-    y_f[zs] = np.interp(zs, zs[good], y[good])
-    return type(spine)(spine.has, spine.x_c, y_f)
-
-
-def ray_ends(
-    hu: np.ndarray,
-    stop: np.ndarray,
-    centre: tuple[float, float],
-    reach_mm: float,
-    spacing: Spacing,
-    fat_hu: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary points (mm) around ``centre`` (mm) in one slice along ``N_RAYS`` rays (:func:`morph.ray_ends`)."""
-    return _ray_ends(
-        hu, stop, centre, reach_mm, spacing, fat_hu, n_rays=N_RAYS, dense_hu=DENSE_HU, step_mm=RAY_STEP_MM
-    )
 
 
 def fit_free(
@@ -132,7 +93,17 @@ def fit_free(
     fat_hu: float,
 ) -> tuple[float, float, float] | None:
     """Least-squares circle (centre mm, radius) through the free boundary around ``centre``, or None."""
-    px, py = ray_ends(hu, stop, centre, RAY_REACH * radius, spacing, fat_hu)
+    px, py = ray_ends(
+        hu,
+        stop,
+        centre,
+        RAY_REACH * radius,
+        spacing,
+        fat_hu,
+        n_rays=N_RAYS,
+        dense_hu=DENSE_HU,
+        step_mm=RAY_STEP_MM,
+    )
     if px.size < MIN_POINTS:
         return None
     return fit_circle(px, py)
@@ -154,7 +125,17 @@ def fit_fixed(
     """
     c = np.array(start, dtype=float)
     for _ in range(3):
-        px, py = ray_ends(hu, stop, (float(c[0]), float(c[1])), RAY_REACH * radius, spacing, fat_hu)
+        px, py = ray_ends(
+            hu,
+            stop,
+            (float(c[0]), float(c[1])),
+            RAY_REACH * radius,
+            spacing,
+            fat_hu,
+            n_rays=N_RAYS,
+            dense_hu=DENSE_HU,
+            step_mm=RAY_STEP_MM,
+        )
         pts = np.column_stack([px, py])
         if len(pts) < MIN_POINTS:
             return None
@@ -367,7 +348,7 @@ def aorta_plain(
     ``region`` is the mediastinal space, ``tissue`` its soft tissue (above ``fat_hu_max``), ``heart`` the
     heart, ``eso_disc`` the esophagus's fixed-size shape prior (placed first: its disc keeps the track
     from running into the esophagus), ``spine`` the vertebral bodies' midline and front, ``eso_fit`` the
-    fitted esophagus (:func:`exact_ct.masks.esophagus.esophagus`; fitted here when not given).
+    fitted esophagus (:func:`exact_ct.masks.steps.esophagus.fit_esophagus`; fitted here when not given).
     """
     empty = np.zeros_like(tissue)
     if not tissue.any() or not spine.has.any():
@@ -376,7 +357,7 @@ def aorta_plain(
     front = tissue & ~heart & ~eso_disc & ~spine.behind(tissue.shape[1])
     d2 = inplane_distance(front, spacing)
     chain = descending_track(front, spine, spacing, cfg, d2)
-    if len(chain) * spacing[2] < 30.0:
+    if len(chain) * spacing[2] < MIN_TRACK_MM:
         return empty
     fat = cfg.fat_hu_max
     stop = ~region
@@ -394,7 +375,7 @@ def aorta_plain(
         else fit_esophagus(hu, region & ~heart, spine, np.zeros_like(region), spacing, cfg)
     )
     out &= ~(eso & ~nearer_to_first(out, eso, spacing))
-    # Arch: the thick core of the soft tissue connected to the descending centres (as in _aorta).
+    # Arch: the thick core of the soft tissue connected to the descending centres (as for the contrast aorta).
     r_track = float(np.median([c[2] for c in chain.values()]))
     core_r = cfg.aorta_core_ratio * r_track
     d3 = ndimage.distance_transform_edt(front, sampling=spacing)
