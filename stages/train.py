@@ -3,18 +3,20 @@
 Usage (paths come from dvc.yaml templating)::
 
     python -m stages.train --params params.yaml --dataset data/processed/build_dataset \
-        --out models/exact-demo --reports reports/train --checkpoints data/checkpoints/train
+        --out models/candidate --reports reports/train --checkpoints data/checkpoints/train
 
 ``--checkpoints`` must survive a failed run: declare it in dvc.yaml as an out with ``persist: true``
 (and ``cache: false``), so that after ``kill -9`` a rerun of ``dvc repro train`` resumes from
-``last.pt``. Multi-GPU: ``torchrun --standalone --nproc_per_node=N -m stages.train ...`` (DDP; rank 0
-validates, logs and writes checkpoints and the package).
+``last.pt``. Several processes (GPUs): params.yaml ``parallel.train_nproc_per_node: N`` reruns this
+command under ``torchrun --standalone --nproc_per_node=N`` (DDP; rank 0 validates, logs and writes
+checkpoints and the package).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -31,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # Before torch loads OpenMP: on a shared 2-core machine busy-waiting threads slowed steps 3-10x.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from exact_ct.parallel import load_parallel, torchrun_relaunch
+
+    # params `parallel.train_nproc_per_node` > 1: this same command reruns under torchrun (DDP)
+    nproc = load_parallel(args.params).train_nproc_per_node
+    rc = torchrun_relaunch("stages.train", sys.argv[1:] if argv is None else argv, nproc)
+    if rc is not None:
+        return rc
     from exact_ct.config import load_params, section
     from exact_ct.logs import setup_logging
     from exact_ct.training.config import TrainConfig

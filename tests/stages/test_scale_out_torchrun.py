@@ -1,0 +1,107 @@
+"""The train stage under torchrun (params `parallel.train_nproc_per_node: 2`, gloo on CPU) from one command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Augmentation off and no batch statistics in the network (instance norm): two ranks of batch 1 see the
+# same pairs of studies per step as one process of batch 2 (EpochSampler shards [0, 2, ...] / [1, 3, ...]).
+TRAIN = {
+    "epochs": 2,
+    "lr": 3e-3,
+    "warmup_steps": 2,
+    "workers": 0,
+    "threads": 1,
+    "device": "cpu",
+    "checkpoint_every_steps": 2,
+    "pseudo_mask_start": 1.0,
+    "pseudo_mask_epochs": 1,
+    "network": {"channels": [4, 8]},
+    "pooling": {"k_half": 2, "k_full": 4, "k_test": 2},
+    "loss": {"organ_weight_epochs": 1},
+    "augment": {"affine_prob": 0.0, "intensity_prob": 0.0, "noise_std": 0.0},
+}
+
+
+def _params(root: Path, name: str, nproc: int, batch_size: int) -> Path:
+    params = {
+        "seed": 7,
+        "batches": ["b1"],
+        "parallel": {"train_nproc_per_node": nproc},
+        "build_dataset": {
+            "profile": "cpu-demo",
+            "workers": 1,
+            "split": {"train": 0.6, "val": 0.4, "test": 0.0},
+            "profiles": {"cpu-demo": {"spacing_xyz_mm": [16.0, 16.0, 16.0], "size_xyz": [12, 10, 8], "size_multiple": 2}},
+        },
+        "train": {"profile": "cpu-demo", "model_name": "toy", "profiles": {"cpu-demo": {**TRAIN, "batch_size": batch_size}}},
+    }  # fmt: skip
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _stage(root: Path, params: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """`python -m stages.train ...` exactly as dvc.yaml runs it (from the repository root)."""
+    cmd = [sys.executable, "-m", "stages.train", "--params", str(params), "--dataset", str(root / "ds"),
+           "--out", str(root / name / "model"), "--reports", str(root / name / "reports"),
+           "--checkpoints", str(root / name / "ckpt")]  # fmt: skip
+    env = {**os.environ, "EXACT_MODE": "test", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_write_one_package_equal_to_the_single_process_run(tmp_path):
+    from exact_ct.dataset.toy import make_toy_interim
+    from stages import build_dataset
+
+    make_toy_interim(tmp_path, "b1", 12, seed=3, shape=(12, 10, 8), spacing=16.0)
+    ds_params = _params(tmp_path, "ds", 1, 2)
+    assert build_dataset.main(["--params", str(ds_params), "--interim", str(tmp_path / "interim"),
+                               "--out", str(tmp_path / "ds"), "--reports", str(tmp_path / "ds-rep")]) == 0  # fmt: skip
+
+    ddp = _stage(tmp_path, _params(tmp_path, "ddp", 2, 1), "ddp")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = _stage(tmp_path, _params(tmp_path, "single", 1, 2), "single")
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    # one package, written once (rank 0), with its metrics and curves
+    assert sorted(p.name for p in (tmp_path / "ddp" / "model").iterdir()) == sorted(
+        p.name for p in (tmp_path / "single" / "model").iterdir()
+    )
+    assert sorted(p.name for p in (tmp_path / "ddp" / "ckpt").iterdir()) == sorted(
+        p.name for p in (tmp_path / "single" / "ckpt").iterdir()
+    )
+    final = json.loads((tmp_path / "ddp" / "reports" / "final_metrics.json").read_text())
+    assert final["epochs"] == 2
+    history = torch.load(tmp_path / "ddp" / "ckpt" / "last.pt", weights_only=False)["history"]
+    assert [r["epoch"] for r in history] == [0, 1]
+
+    # the same optimisation: gradients averaged over 2 ranks of batch 1 == one process of batch 2
+    a = torch.load(tmp_path / "ddp" / "model" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "single" / "model" / "weights.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.isfinite(v.float()).all() for v in a.values())
+    # relative L1 distance: 5e-5 measured (float sums in another order); batch 1 in one process: 6e-2
+    diff = sum(float((a[k].float() - b[k].float()).abs().sum()) for k in a)
+    size = sum(float(b[k].float().abs().sum()) for k in b)
+    assert diff / size < 1e-3, f"weights differ by {diff / size:.2e} (relative L1)"
+
+
+def test_one_process_or_a_torchrun_worker_is_not_relaunched(monkeypatch):
+    from exact_ct.parallel import torchrun_relaunch
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert torchrun_relaunch("stages.train", ["--help"], 1) is None
+    monkeypatch.setenv("LOCAL_RANK", "0")  # already under torchrun: go on in this process
+    assert torchrun_relaunch("stages.train", ["--help"], 2) is None
