@@ -4,14 +4,14 @@ network from scratch, for a lesion type held out of pretraining (Consolidation).
 1. Renders studies of a synthetic hospital (exact_ct.synth.render_study) onto a small CPU model grid.
 2. Pretrains the EXACT model with the project's training loop (exact_ct.training.loop.train) and its
    cpu-demo profile (four HU-window input channels, logit top-k pooling, ...) on the first 120 studies
-   for 40 epochs (20 until session 8) with the 18 labels, Consolidation masked out of the loss (held
+   for 40 epochs with the 18 labels, Consolidation masked out of the loss (held
    out), unless ``--model`` names an existing package (e.g. models/candidate) on a compatible grid.
 3. Fine-tunes with 5, 10 and 20 labelled studies from the pretraining pool, 3 seeds each:
    segmentation (Consolidation masks from synthetic truth, Dice on held-out test studies with the lesion)
    and classification (study-level Consolidation label, AUROC on all test studies); ``pretrained`` =
    the pretrained encoder's weights (decoders and head fresh) and the frozen pretrained model's 18
-   anomaly maps at the new head (session 8; ``--pretrained-opts '{"maps_input": false}'`` for the
-   session-7 arm), ``scratch`` = same network, random weights, no maps. Same steps (``--steps``),
+   anomaly maps at the new head (``--pretrained-opts '{"maps_input": false}'`` leaves the maps out),
+   ``scratch`` = same network, random weights, no maps. Same steps (``--steps``),
    learning rate, data and seeds for both.
 4. Classification by the linear probe (``classify_probe``; exact_ct.transfer.train.fit_probe /
    apply_probe) on the same studies as the fine-tune classification (n studies, half positive, same
@@ -269,12 +269,12 @@ def main() -> int:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     quick = args.quick
-    # 120 / 90 / 20 (session 3): with 60 / 30 / 10 the test set held 4 lesion studies (Dice differences of
+    # 120 / 90 / 20: with 60 / 30 / 10 the test set held 4 lesion studies (Dice differences of
     # 0.05 were noise) and the pretrained model was weaker (organ Dice 0.29 vs 0.47)
     n_pretrain = args.pretrain_studies or (30 if quick else 120)
     n_test = args.test_studies or (16 if quick else 90)
-    # 40 (20 until session 8): with the maps input the longer-pretrained model transferred better
-    # (segmentation ratios 0.97 / 1.00 / 0.99 -> 0.96 / 1.04 / 1.03, docs/transfer.md)
+    # 40 epochs, not 20: with the maps input the longer-pretrained model transferred better
+    # (segmentation ratios 0.97 / 1.00 / 0.99 -> 0.96 / 1.04 / 1.03)
     pretrain_epochs = args.pretrain_epochs or (3 if quick else 40)
     sizes = (5, 10) if quick else (5, 10, 20)
     seeds = (0, 1) if quick else (0, 1, 2)
@@ -327,7 +327,7 @@ def main() -> int:
         common = {"lr": 0.002, "batch_size": 2, "region": (1, 2), "threads": 2}
         # What the pretrained model gives differs, nothing else: the pretrained arm copies the pretrained
         # encoder (the decoders start fresh, as in the scratch arm: docs/transfer.md measured that copying
-        # them hurts) and feeds its frozen 18 anomaly maps to the new head (session 8: small gains).
+        # them hurts) and feeds its frozen 18 anomaly maps to the new head (small gains).
         arms = {
             "pretrained": {
                 "init": "pretrained",

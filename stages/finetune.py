@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     from exact_ct.config import load_params, section
     from exact_ct.io import write_json_atomic
     from exact_ct.logs import setup_logging
-    from exact_ct.transfer.config import FinetuneSection
+    from exact_ct.transfer.config import FinetuneSectionConfig
     from exact_ct.transfer.pipeline import run_finetune
 
     setup_logging()
-    sec = section(FinetuneSection, "finetune", args.params)
+    sec = section(FinetuneSectionConfig, "finetune", args.params)
     spec, cfg = sec.task(args.task)
     params = load_params(args.params)
     used = {

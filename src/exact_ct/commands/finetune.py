@@ -50,12 +50,14 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from exact_ct.config import from_dict, load_params
-    from exact_ct.transfer.config import FinetuneConfig, FinetuneSection
+    from exact_ct.transfer.config import FinetuneConfig, FinetuneSectionConfig
     from exact_ct.transfer.pipeline import run_finetune
 
     defaults: dict = {}
     if args.params is not None and args.params.exists():
-        defaults = from_dict(FinetuneSection, load_params(args.params).get("finetune"), "finetune").defaults
+        defaults = from_dict(
+            FinetuneSectionConfig, load_params(args.params).get("finetune"), "finetune"
+        ).defaults
     cfg = from_dict(FinetuneConfig, defaults, "finetune.defaults")
     overrides = {
         "init": args.init,

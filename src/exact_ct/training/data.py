@@ -34,7 +34,14 @@ from exact_ct.dataset.labels import UNCERTAIN_PREFIX
 from exact_ct.schema import ABNORMALITIES
 from exact_ct.training.config import AugmentConfig
 
-IMAGE, ORGANS, LABELS, UNCERTAIN, INDEX = "image", "organs", "labels", "uncertain", "index"
+#: Keys of a study item and of a batch (not the organ table nor the label value of exact_ct.schema).
+IMAGE_KEY, ORGANS_KEY, LABELS_KEY, UNCERTAIN_KEY, INDEX_KEY = (
+    "image",
+    "organs",
+    "labels",
+    "uncertain",
+    "index",
+)
 
 
 def derived_seed(*parts: int) -> int:
@@ -53,8 +60,8 @@ class LoadCachedStudyd(MapTransform):
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)
         arrays = load_npz(d.pop(self.path_key), keys=("image", "organs"))
-        d[IMAGE] = arrays["image"].astype(np.float32)
-        d[ORGANS] = arrays["organs"]
+        d[IMAGE_KEY] = arrays["image"].astype(np.float32)
+        d[ORGANS_KEY] = arrays["organs"]
         return d
 
 
@@ -64,7 +71,7 @@ class NormaliseCTd(MapTransform):
     One function serves training, evaluation and ``exact infer``, so the three cannot drift apart.
     """
 
-    def __init__(self, plan: GridPlan, key: str = IMAGE) -> None:
+    def __init__(self, plan: GridPlan, key: str = IMAGE_KEY) -> None:
         super().__init__(keys=[key])
         self.plan = plan
         self.key = key
@@ -81,9 +88,9 @@ def deterministic_transforms(plan: GridPlan) -> Compose:
         [
             LoadCachedStudyd(),
             NormaliseCTd(plan),
-            EnsureChannelFirstd(keys=[ORGANS], channel_dim="no_channel"),
-            EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False),
-            EnsureTyped(keys=[ORGANS], dtype=torch.uint8, track_meta=False),
+            EnsureChannelFirstd(keys=[ORGANS_KEY], channel_dim="no_channel"),
+            EnsureTyped(keys=[IMAGE_KEY], dtype=torch.float32, track_meta=False),
+            EnsureTyped(keys=[ORGANS_KEY], dtype=torch.uint8, track_meta=False),
         ]
     )
 
@@ -95,7 +102,7 @@ def random_transforms(cfg: AugmentConfig) -> Compose:
     if cfg.affine_prob > 0:
         ts.append(
             RandAffined(
-                keys=[IMAGE, ORGANS],
+                keys=[IMAGE_KEY, ORGANS_KEY],
                 prob=cfg.affine_prob,
                 rotate_range=(rot, rot, rot),
                 scale_range=(cfg.scale, cfg.scale, cfg.scale),
@@ -105,12 +112,12 @@ def random_transforms(cfg: AugmentConfig) -> Compose:
             )
         )
     if cfg.intensity_prob > 0:
-        ts.append(RandScaleIntensityd(keys=[IMAGE], factors=cfg.intensity_scale, prob=cfg.intensity_prob))
-        ts.append(RandShiftIntensityd(keys=[IMAGE], offsets=cfg.intensity_shift, prob=cfg.intensity_prob))
+        ts.append(RandScaleIntensityd(keys=[IMAGE_KEY], factors=cfg.intensity_scale, prob=cfg.intensity_prob))
+        ts.append(RandShiftIntensityd(keys=[IMAGE_KEY], offsets=cfg.intensity_shift, prob=cfg.intensity_prob))
     if cfg.noise_std > 0:
-        ts.append(RandGaussianNoised(keys=[IMAGE], std=cfg.noise_std, prob=1.0))
-    ts.append(EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False))
-    ts.append(EnsureTyped(keys=[ORGANS], dtype=torch.uint8, track_meta=False))
+        ts.append(RandGaussianNoised(keys=[IMAGE_KEY], std=cfg.noise_std, prob=1.0))
+    ts.append(EnsureTyped(keys=[IMAGE_KEY], dtype=torch.float32, track_meta=False))
+    ts.append(EnsureTyped(keys=[ORGANS_KEY], dtype=torch.uint8, track_meta=False))
     return Compose(ts)
 
 
@@ -152,13 +159,13 @@ class StudyDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         base = self._cache[i] if self._cache is not None else self.det({"path": self.paths[i]})
-        d = {IMAGE: base[IMAGE], ORGANS: base[ORGANS]}
+        d = {IMAGE_KEY: base[IMAGE_KEY], ORGANS_KEY: base[ORGANS_KEY]}
         if self.rand is not None:
             self.rand.set_random_state(seed=derived_seed(self.seed, self.epoch, i))
             d = self.rand(d)
-        d[LABELS] = torch.from_numpy(self.labels[i])
-        d[UNCERTAIN] = torch.from_numpy(self.uncertain[i])
-        d[INDEX] = i
+        d[LABELS_KEY] = torch.from_numpy(self.labels[i])
+        d[UNCERTAIN_KEY] = torch.from_numpy(self.uncertain[i])
+        d[INDEX_KEY] = i
         return d
 
 
@@ -203,7 +210,7 @@ class EpochSampler(Sampler[int]):
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors; plain metadata-free batches (no MONAI MetaTensor overhead)."""
     out: dict[str, Any] = {}
-    for key in (IMAGE, ORGANS, LABELS, UNCERTAIN):
+    for key in (IMAGE_KEY, ORGANS_KEY, LABELS_KEY, UNCERTAIN_KEY):
         out[key] = torch.stack([torch.as_tensor(it[key]) for it in items])
-    out[INDEX] = torch.tensor([it[INDEX] for it in items])
+    out[INDEX_KEY] = torch.tensor([it[INDEX_KEY] for it in items])
     return out

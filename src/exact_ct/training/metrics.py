@@ -1,10 +1,13 @@
-"""Validation metrics: AUROC per abnormality (scikit-learn), thresholds, organ Dice."""
+"""Validation metrics: AUROC per abnormality (scikit-learn), macro mean, Youden thresholds, F1, Dice (MONAI)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+import torch
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from exact_ct.schema import ABNORMALITIES
@@ -24,10 +27,10 @@ def auroc_per_abnormality(
     return out
 
 
-def macro(values: dict[str, float | None]) -> float:
-    """Mean over defined values; NaN when none is defined."""
-    vals = [v for v in values.values() if v is not None and not math.isnan(v)]
-    return float(np.mean(vals)) if vals else float("nan")
+def macro(values: dict[str, Any]) -> float | None:
+    """Mean of the defined (non-None, non-NaN) values; ``None`` when none is defined."""
+    vals = [float(v) for v in values.values() if v is not None and not math.isnan(float(v))]
+    return float(np.mean(vals)) if vals else None
 
 
 def youden_thresholds(y: np.ndarray, p: np.ndarray, valid: np.ndarray | None = None) -> dict[str, float]:
@@ -58,11 +61,43 @@ def f1_at(
     }
 
 
-def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: range | list[int]) -> dict[int, float | None]:
-    """Dice per label id; ``None`` when the label is absent from both."""
-    out: dict[int, float | None] = {}
-    for lab in labels:
-        a, b = pred == lab, ref == lab
-        denom = int(a.sum()) + int(b.sum())
-        out[lab] = 2.0 * float(np.logical_and(a, b).sum()) / denom if denom else None
-    return out
+def dice(pred: np.ndarray, ref: np.ndarray) -> float | None:
+    """Dice of two binary masks (``monai.metrics.compute_dice``); ``None`` when both are empty.
+
+    Computed in float64 on exact voxel counts, so the value is exactly 2 |A & B| / (|A| + |B|).
+    """
+    from monai.metrics import compute_dice
+
+    a, b = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
+    either = a | b
+    if not either.any():
+        return None
+    # crop to the bounding box of either mask: the same counts, on far fewer voxels than a whole volume
+    box = tuple(
+        slice(int(nz[0]), int(nz[-1]) + 1)
+        for ax in range(either.ndim)
+        for nz in [np.flatnonzero(either.any(axis=tuple(i for i in range(either.ndim) if i != ax)))]
+    )
+    at, bt = torch.from_numpy(np.ascontiguousarray(a[box])), torch.from_numpy(np.ascontiguousarray(b[box]))
+    # two channels (background, mask): MONAI reads a single channel as label ids and sums them as integers
+    y_pred = torch.stack([~at, at])[None]
+    y = torch.stack([~bt, bt])[None].to(torch.float64)
+    return float(compute_dice(y_pred, y, include_background=False, ignore_empty=False)[0, 0])
+
+
+def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: Iterable[int]) -> dict[int, float | None]:
+    """:func:`dice` per label id of two label maps; ``None`` where the label is in neither."""
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    return {int(lab): dice(pred == lab, ref == lab) for lab in labels}
+
+
+def nan_to_none(obj: Any) -> Any:
+    """NaN (an undefined metric, e.g. a Dice without organs) -> None in nested dicts and lists, so the
+    metrics JSON stays standard."""
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj

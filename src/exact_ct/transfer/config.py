@@ -93,7 +93,7 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class FinetuneTaskConfig:
     """One entry of ``finetune.tasks`` (what the DVC stage ``finetune@<task>`` learns).
 
     Attributes:
@@ -118,15 +118,15 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
-class FinetuneSection:
+class FinetuneSectionConfig:
     """The whole params.yaml ``finetune`` section."""
 
     defaults: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
 
-    def task(self, name: str) -> tuple[TaskSpec, FinetuneConfig]:
+    def task(self, name: str) -> tuple[FinetuneTaskConfig, FinetuneConfig]:
         if name not in self.tasks:
             raise ConfigError(f"finetune.tasks has no task {name!r}; tasks: {sorted(self.tasks)}")
-        spec = from_dict(TaskSpec, self.tasks[name], f"finetune.tasks.{name}")
+        spec = from_dict(FinetuneTaskConfig, self.tasks[name], f"finetune.tasks.{name}")
         cfg = from_dict(FinetuneConfig, {**self.defaults, **spec.overrides}, f"finetune.tasks.{name}")
         return spec, cfg

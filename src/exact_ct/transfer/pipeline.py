@@ -79,6 +79,7 @@ def run_finetune(
     """
     from exact_ct.io import write_bytes_atomic, write_csv_atomic, write_json_atomic
     from exact_ct.model.package import load_package, save_package, torch_bytes
+    from exact_ct.training.metrics import nan_to_none
     from exact_ct.transfer import train as T
     from exact_ct.transfer.data import subsample
 
@@ -127,7 +128,7 @@ def run_finetune(
             metrics.update(T.classification_metrics(prepared.labels[eval_idx], p, cfg.threshold))
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         write_bytes_atomic(out_dir / "weights.pt", torch_bytes(state))
-    metrics = T.nan_to_none(metrics)
+    metrics = nan_to_none(metrics)
     for name, obj in extra_files.items():
         write_json_atomic(out_dir / name, obj)
     save_package(base, out_dir / BASE)

@@ -8,7 +8,6 @@ Deterministic for a seed on CPU: weight init, epoch order and the train/validati
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from exact_ct.logs import progress
 from exact_ct.model.network import ExactNet
 from exact_ct.model.package import ModelPackage
+from exact_ct.training.metrics import dice
+from exact_ct.training.trainer import LoopOptions, Trainer
 from exact_ct.transfer.config import FinetuneConfig
 from exact_ct.transfer.data import Sample
 from exact_ct.transfer.model import (
@@ -90,6 +90,113 @@ def _segmentation_loss() -> Any:
     return DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
 
 
+class FinetuneTrainer(Trainer):
+    """Few-label training of a TransferNet on the shared loop: per-group constant learning rates (head,
+    decoders, encoder), an optional head-only warm-up, no checkpoints (runs take minutes), one progress bar
+    over the epochs. :meth:`run` returns ``(net, per-epoch mean losses)`` with the net in eval mode.
+
+    Args:
+        kind: ``segmentation`` (Dice + BCE per voxel) or ``classify`` (class-balanced BCE on the top-k
+            pooled probability inside ``cfg.region`` of the base model's organs).
+        data: the prepared studies; ``train_idx`` those trained on.
+        cfg: the fine-tune configuration.
+        base: the pretrained package (weights to copy, anomaly maps), or None for scratch without maps.
+        network: the network configuration of the trunk.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        data: Prepared,
+        train_idx: np.ndarray,
+        cfg: FinetuneConfig,
+        base: ModelPackage | None,
+        network: Any,
+    ) -> None:
+        torch.set_num_threads(max(1, cfg.threads))
+        self.maps_input = cfg.maps_input and data.maps is not None
+        if cfg.maps_input and data.maps is None:
+            raise ValueError("finetune.maps_input needs the pretrained package's anomaly maps")
+        net = build_net(
+            network,
+            base,
+            pretrained=cfg.init == "pretrained",
+            maps_input=self.maps_input,
+            seed=cfg.seed,
+            in_channels=int(data.images.shape[1]),
+            parts=cfg.pretrained_parts,
+        )
+        if cfg.freeze_encoder or cfg.encoder_lr_scale == 0:
+            # one way to keep the encoder fixed: no gradients into it at all (not merely no optimiser step)
+            freeze_encoder(net)
+        head = [p for p in net.head.parameters() if p.requires_grad]
+        self.trunk = [p for p in net.trunk.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": cfg.lr}]
+        encoder = {id(p) for p in net.encoder.parameters()}
+        for params, scale in (
+            ([p for p in self.trunk if id(p) not in encoder], cfg.trunk_lr_scale),
+            ([p for p in self.trunk if id(p) in encoder], cfg.trunk_lr_scale * cfg.encoder_lr_scale),
+        ):
+            if params and scale > 0:
+                groups.append({"params": params, "lr": cfg.lr * scale})
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.seg_loss = _segmentation_loss() if kind == "segmentation" else None
+        self.region: torch.Tensor | None = None
+        self.pos_weight = 1.0
+        if kind == "classify":
+            if data.labels is None:
+                raise ValueError("classification needs study labels")
+            y = data.labels[train_idx]
+            if len(set(y.tolist())) < 2:
+                raise ValueError(
+                    f"classification needs both classes among the training studies, got {set(y)}"
+                )
+            self.pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
+            organs = (
+                data.organs
+                if data.organs is not None
+                else np.zeros(tuple(data.images.shape[:1]) + tuple(data.images.shape[2:]), np.uint8)
+            )
+            self.region = torch.from_numpy(region_mask(organs, cfg.region if data.organs is not None else ()))
+        options = LoopOptions(epochs=cfg.epochs, progress="epoch", description=f"finetune {kind}")
+        super().__init__(net, optimizer, options, device=torch.device("cpu"))
+        self.transfer_net = net
+        self.data, self.train_idx, self.cfg = data, train_idx, cfg
+
+    def epoch_batches(self, epoch: int, skip: int) -> list[torch.Tensor]:
+        order = self.train_idx[
+            np.random.default_rng([self.cfg.seed, 5, epoch]).permutation(len(self.train_idx))
+        ]
+        bs = self.cfg.batch_size
+        return [torch.from_numpy(order[start : start + bs]) for start in range(0, len(order), bs)][skip:]
+
+    def on_epoch_start(self, epoch: int) -> None:
+        # Head-only warm-up: the trunk takes no step (its gradients are not even computed).
+        warm = epoch < self.cfg.head_warmup_epochs
+        for p in self.trunk:
+            p.requires_grad_(not warm and self.cfg.trunk_lr_scale > 0)
+
+    def train_step(self, batch: torch.Tensor, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        data, b = self.data, batch
+        extra = data.maps[b].float() if self.maps_input and data.maps is not None else None
+        logits = self.model(data.images[b], extra)
+        if self.seg_loss is not None:
+            assert data.masks is not None
+            return {"loss": self.seg_loss(logits, data.masks[b])}
+        assert self.region is not None and data.labels is not None
+        p = pooled_probability(logits, self.region[b], self.cfg.k_train).clamp(1e-6, 1 - 1e-6)
+        t = torch.from_numpy(data.labels[b.numpy()])
+        w = torch.where(t > 0.5, torch.full_like(t, self.pos_weight), torch.ones_like(t))
+        return {"loss": F.binary_cross_entropy(p, t, weight=w)}
+
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+        log.debug("finetune epoch %d: loss %.4f", epoch, record["train/loss"])
+
+    def on_train_end(self) -> tuple[TransferNet, list[float]]:
+        self.transfer_net.eval()
+        return self.transfer_net, [float(r["train/loss"]) for r in self.state.history]
+
+
 def fit(
     kind: str,
     data: Prepared,
@@ -99,82 +206,7 @@ def fit(
     network: Any,
 ) -> tuple[TransferNet, list[float]]:
     """Build the network (pretrained or scratch, frozen encoder or not) and train it; returns (net, losses)."""
-    torch.set_num_threads(max(1, cfg.threads))
-    maps_input = cfg.maps_input and data.maps is not None
-    if cfg.maps_input and data.maps is None:
-        raise ValueError("finetune.maps_input needs the pretrained package's anomaly maps")
-    net = build_net(
-        network,
-        base,
-        pretrained=cfg.init == "pretrained",
-        maps_input=maps_input,
-        seed=cfg.seed,
-        in_channels=int(data.images.shape[1]),
-        parts=cfg.pretrained_parts,
-    )
-    if cfg.freeze_encoder or cfg.encoder_lr_scale == 0:
-        # one way to keep the encoder fixed: no gradients into it at all (not merely no optimiser step)
-        freeze_encoder(net)
-    head = [p for p in net.head.parameters() if p.requires_grad]
-    trunk = [p for p in net.trunk.parameters() if p.requires_grad]
-    groups = [{"params": head, "lr": cfg.lr}]
-    encoder = {id(p) for p in net.encoder.parameters()}
-    for params, scale in (
-        ([p for p in trunk if id(p) not in encoder], cfg.trunk_lr_scale),
-        ([p for p in trunk if id(p) in encoder], cfg.trunk_lr_scale * cfg.encoder_lr_scale),
-    ):
-        if params and scale > 0:
-            groups.append({"params": params, "lr": cfg.lr * scale})
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    seg_loss = _segmentation_loss() if kind == "segmentation" else None
-    region = None
-    pos_weight = 1.0
-    if kind == "classify":
-        if data.labels is None:
-            raise ValueError("classification needs study labels")
-        y = data.labels[train_idx]
-        if len(set(y.tolist())) < 2:
-            raise ValueError(f"classification needs both classes among the training studies, got {set(y)}")
-        pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
-        organs = (
-            data.organs
-            if data.organs is not None
-            else np.zeros(tuple(data.images.shape[:1]) + tuple(data.images.shape[2:]), np.uint8)
-        )
-        region = torch.from_numpy(region_mask(organs, cfg.region if data.organs is not None else ()))
-    losses: list[float] = []
-    net.train()
-    bar = progress(range(cfg.epochs), f"finetune {kind}", unit="epoch")
-    for epoch in bar:
-        # Head-only warm-up: the trunk takes no step (its gradients are not even computed).
-        warm = epoch < cfg.head_warmup_epochs
-        for p in trunk:
-            p.requires_grad_(not warm and cfg.trunk_lr_scale > 0)
-        order = train_idx[np.random.default_rng([cfg.seed, 5, epoch]).permutation(len(train_idx))]
-        total, steps = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            b = torch.from_numpy(order[start : start + cfg.batch_size])
-            extra = data.maps[b].float() if maps_input and data.maps is not None else None
-            logits = net(data.images[b], extra)
-            if seg_loss is not None:
-                assert data.masks is not None
-                loss = seg_loss(logits, data.masks[b])
-            else:
-                assert region is not None and data.labels is not None
-                p = pooled_probability(logits, region[b], cfg.k_train).clamp(1e-6, 1 - 1e-6)
-                t = torch.from_numpy(data.labels[b.numpy()])
-                w = torch.where(t > 0.5, torch.full_like(t, pos_weight), torch.ones_like(t))
-                loss = F.binary_cross_entropy(p, t, weight=w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.item())
-            steps += 1
-        losses.append(total / max(1, steps))
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        log.debug("finetune epoch %d: loss %.4f", epoch, losses[-1])
-    net.eval()
+    net, losses = FinetuneTrainer(kind, data, train_idx, cfg, base, network).run()
     return net, losses
 
 
@@ -186,13 +218,6 @@ def predict_maps(net: TransferNet, data: Prepared, idx: np.ndarray) -> np.ndarra
         extra = data.maps[i : i + 1].float() if net.n_extra and data.maps is not None else None
         out.append(net(data.images[i : i + 1], extra).sigmoid()[0, 0].numpy())
     return np.stack(out) if out else np.zeros((0, *data.images.shape[2:]), np.float32)
-
-
-def dice(pred: np.ndarray, ref: np.ndarray) -> float | None:
-    """Dice of two binary masks; None when both are empty (no lesion, none predicted)."""
-    a, b = np.asarray(pred, bool), np.asarray(ref, bool)
-    denom = int(a.sum()) + int(b.sum())
-    return 2.0 * float((a & b).sum()) / denom if denom else None
 
 
 def segmentation_metrics(probs: np.ndarray, masks: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -293,13 +318,3 @@ def apply_probe(probe: dict[str, Any], x: np.ndarray) -> np.ndarray:
     z = (x - np.asarray(probe["mean"])) / np.asarray(probe["scale"])
     logit = z @ np.asarray(probe["coef"]) + float(probe["intercept"])
     return 1.0 / (1.0 + np.exp(-logit))
-
-
-def nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [nan_to_none(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
