@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,17 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from exact_ct.config import from_dict
+from exact_ct.config import ConfigError, from_dict, section
 from exact_ct.dataset.build import build_dataset, load_index, load_plan
 from exact_ct.dataset.cache import load_npz, save_npz
 from exact_ct.dataset.config import BuildDatasetConfig
 from exact_ct.dataset.grid import GridPlan, mask_to_model_grid, to_canonical, to_model_grid
-from exact_ct.dataset.labels import TRUTH_PREFIX, UNCERTAIN_PREFIX, LabelPolicy, binarise
+from exact_ct.dataset.labels import TRUTH_PREFIX, UNCERTAIN_PREFIX, binarise
 from exact_ct.dataset.split import SplitConfig, assign_split
 from exact_ct.dataset.toy import make_toy_interim, toy_study
 from exact_ct.io import save_nifti, sha256_file
+from exact_ct.reports.batch import LabelConfig
+from exact_ct.reports.policy import BinaryPolicy
 from exact_ct.schema import ABNORMALITIES
 
 SHAPE = (20, 16, 12)
@@ -62,14 +65,51 @@ def test_body_is_centred_and_cropped_symmetrically() -> None:
 
 def test_label_policy_binarises_and_flags_uncertain() -> None:
     raw = pd.DataFrame({n: [1, 0, -1, None] for n in ABNORMALITIES})
-    labels, unc, problems = binarise(raw, LabelPolicy(not_mentioned=0, uncertain=1))
+    labels, unc, problems = binarise(raw, BinaryPolicy(not_mentioned=0, uncertain=1))
     assert labels["Lung nodule"].tolist() == [1, 0, 1, 0]
     assert unc[UNCERTAIN_PREFIX + "Lung nodule"].tolist() == [0, 0, 1, 0]
     assert not problems
-    labels, _, _ = binarise(raw, LabelPolicy(not_mentioned=1, uncertain=0))
+    labels, _, _ = binarise(raw, BinaryPolicy(not_mentioned=1, uncertain=0))
     assert labels["Lung nodule"].tolist() == [1, 0, 0, 1]
     raw.loc[0, "Emphysema"] = 7
-    assert binarise(raw, LabelPolicy())[2] == ["row 0, column 'Emphysema': value 7.0"]
+    assert binarise(raw, BinaryPolicy())[2] == ["row 0, column 'Emphysema': value 7.0"]
+
+
+def test_training_refuses_a_masking_policy_naming_the_key() -> None:
+    with pytest.raises(
+        ConfigError, match=r"build_dataset\.binary_policy\.uncertain: null.*train\.loss\.uncertain"
+    ):
+        from_dict(BuildDatasetConfig, {"binary_policy": {"uncertain": None}}, "build_dataset")
+    with pytest.raises(ConfigError, match=r"build_dataset\.binary_policy\.not_mentioned: null"):
+        from_dict(BuildDatasetConfig, {"binary_policy": {"not_mentioned": None}}, "build_dataset")
+    with pytest.raises(ValueError, match="null"):
+        binarise(pd.DataFrame({n: [1] for n in ABNORMALITIES}), BinaryPolicy(uncertain=None))
+
+
+def test_the_repositorys_params_set_the_policy_once_without_warnings() -> None:
+    params = Path(__file__).resolve().parents[2] / "params.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = section(BuildDatasetConfig, "build_dataset", params)
+        section(LabelConfig, "parse_reports", params)
+    assert cfg.binary_policy == BinaryPolicy(not_mentioned=0, uncertain=1)
+
+
+def test_the_old_policy_key_is_read_for_one_release_with_a_warning() -> None:
+    with pytest.warns(
+        FutureWarning, match=r"build_dataset\.labels is deprecated.*build_dataset\.binary_policy"
+    ):
+        cfg = from_dict(BuildDatasetConfig, {"labels": {"not_mentioned": 1, "uncertain": 0}}, "build_dataset")
+    assert cfg.binary_policy == BinaryPolicy(not_mentioned=1, uncertain=0)
+    assert cfg.labels is None
+    with pytest.raises(ConfigError, match="both `labels` and `binary_policy`"):
+        from_dict(
+            BuildDatasetConfig,
+            {"labels": {"uncertain": 0}, "binary_policy": {"uncertain": 0}},
+            "build_dataset",
+        )
+    with pytest.warns(FutureWarning, match=r"parse_reports\.binary_policy is deprecated and ignored"):
+        from_dict(LabelConfig, {"binary_policy": {"uncertain": 0}}, "parse_reports")
 
 
 def test_split_depends_on_patient_only_and_follows_fractions() -> None:

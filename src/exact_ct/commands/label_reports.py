@@ -60,11 +60,9 @@ def run(args: argparse.Namespace) -> int:
     log = get_logger("exact.label_reports")
     text_columns = [c.strip() for c in args.text_column.split(",") if c.strip()] if args.text_column else None
     config = LabelConfig(
-        workers=args.workers,
-        max_chars=args.max_chars,
-        rules_dir=str(args.rules) if args.rules else None,
-        binary_policy=BinaryPolicy(_policy_value(args.not_mentioned), _policy_value(args.uncertain)),
+        workers=args.workers, max_chars=args.max_chars, rules_dir=str(args.rules) if args.rules else None
     )
+    policy = BinaryPolicy(_policy_value(args.not_mentioned), _policy_value(args.uncertain))
     quarantine = args.quarantine or args.output.with_name(args.output.stem + ".quarantine.csv")
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "quarantine.csv"
@@ -75,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             quarantine_out=staged,
             id_column=args.id_column,
             text_columns=text_columns,
-            binary=args.binary,
+            binary=policy if args.binary else None,
             config=config,
         )
         if summary.quarantined or args.quarantine:

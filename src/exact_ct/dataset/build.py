@@ -243,7 +243,7 @@ def build_dataset(
     hashes = list(map_ordered(_cache_job, cache_jobs, workers=cfg.workers, desc="cache"))
 
     raw = inputs.labels.loc[[s.study_id for s in kept]].reset_index(drop=True)
-    binary, uncertain, problems = binarise(raw, cfg.labels)
+    binary, uncertain, problems = binarise(raw, cfg.binary_policy)
     for p in problems:
         log.warning("labels: unexpected value at %s; treated as not mentioned", p)
     index = pd.DataFrame(

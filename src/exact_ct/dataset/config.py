@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from exact_ct.config import ConfigError, from_dict, resolve_profile
-from exact_ct.dataset.labels import LabelPolicy
+from exact_ct.dataset.labels import check_trainable
 from exact_ct.dataset.split import SplitConfig
+from exact_ct.reports.policy import BinaryPolicy
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,38 @@ class BuildDatasetConfig:
         profiles: grid profiles by name (see :class:`GridProfile`).
         workers: processes for per-study work (exact_ct.parallel.map_ordered).
         fingerprint_samples: body voxels sampled per study for the intensity fingerprint.
-        labels: binary label policy.
+        binary_policy: how report labels become 0/1 training targets (0 or 1 each; no masking).
         split: patient-level split fractions and salt.
+        labels: the former name of ``binary_policy``, read for one more release with a ``FutureWarning``.
     """
 
     profile: str = "cpu-demo"
     profiles: dict[str, Any] = field(default_factory=dict)
     workers: int = 2
     fingerprint_samples: int = 20000
-    labels: LabelPolicy = field(default_factory=LabelPolicy)
+    binary_policy: BinaryPolicy = field(default_factory=BinaryPolicy)
     split: SplitConfig = field(default_factory=SplitConfig)
+    labels: BinaryPolicy | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            if self.binary_policy != BinaryPolicy():
+                raise ConfigError(
+                    "build_dataset: both `labels` and `binary_policy` are set; `labels` is the old name of "
+                    "`binary_policy`: keep `binary_policy` only"
+                )
+            warnings.warn(
+                "params.yaml build_dataset.labels is deprecated and will be rejected in the next release: "
+                "rename it build_dataset.binary_policy (same keys: not_mentioned, uncertain)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            object.__setattr__(self, "binary_policy", self.labels)
+            object.__setattr__(self, "labels", None)
+        try:
+            check_trainable(self.binary_policy)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def grid(self) -> GridProfile:
         """The active profile as a typed :class:`GridProfile` (unknown keys rejected)."""

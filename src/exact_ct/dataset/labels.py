@@ -1,44 +1,42 @@
-"""Binary label policy: report labels (1/0/-1/empty) -> binary targets plus an uncertain flag."""
+"""Training targets: report labels (1/0/-1/empty) -> binary targets plus an uncertain flag."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from exact_ct.reports.policy import BinaryPolicy
 from exact_ct.schema import ABNORMALITIES, ABSENT, PRESENT, UNCERTAIN
 
 UNCERTAIN_PREFIX = "uncertain:"
 TRUTH_PREFIX = "truth:"
 
 
-@dataclass(frozen=True)
-class LabelPolicy:
-    """How report labels become binary training targets (documented in docs/model.md).
-
-    Attributes:
-        not_mentioned: binary value of an empty cell (the finding is not mentioned); CT-RATE uses 0.
-        uncertain: binary value stored for a hedged (-1) finding. The study also gets an uncertain
-            flag, so the loss can mask or soften it whatever this value is (train.loss.uncertain).
-    """
-
-    not_mentioned: int = 0
-    uncertain: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("not_mentioned", "uncertain"):
-            if getattr(self, name) not in (0, 1):
-                raise ValueError(f"build_dataset.labels.{name} must be 0 or 1, got {getattr(self, name)!r}")
+def check_trainable(policy: BinaryPolicy, key: str = "build_dataset.binary_policy") -> None:
+    """Raise ValueError, naming ``key``, when ``policy`` masks a value: every training target is 0 or 1."""
+    for name in ("not_mentioned", "uncertain"):
+        if getattr(policy, name) is None:
+            hint = (
+                "hedged findings are flagged for the loss anyway: set train.loss.uncertain: mask to mask them"
+                if name == "uncertain"
+                else "every study needs a 0/1 target for every abnormality"
+            )
+            raise ValueError(
+                f"{key}.{name}: null (masked) is not supported for training ({hint}); use 0 or 1"
+            )
 
 
-def binarise(raw: pd.DataFrame, policy: LabelPolicy) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def binarise(raw: pd.DataFrame, policy: BinaryPolicy) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Binary labels and uncertain flags for a frame with the 18 abnormality columns (1/0/-1/empty).
+
+    ``policy`` must give 0 or 1 for both values (:func:`check_trainable`). Each hedged cell also gets an
+    uncertain flag, so the loss can mask or soften it whatever ``policy.uncertain`` is.
 
     Returns:
         (binary labels 0/1, uncertain flags 0/1, problems): ``problems`` lists cells with values other
         than 1/0/-1/empty as "row i, column c: value v"; those cells are treated as not mentioned.
     """
+    check_trainable(policy, "binary policy")
     problems: list[str] = []
     labels = pd.DataFrame(index=raw.index)
     uncertain = pd.DataFrame(index=raw.index)

@@ -10,6 +10,7 @@ import itertools
 import logging
 import multiprocessing
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -62,7 +63,19 @@ class LabelConfig:
     #: apply ``learned_layer.json`` of the rules folder (``exact fit-labeller``) on top of the rules
     learned_layer: bool = False
     ignore_sections: tuple[str, ...] = DEFAULT_IGNORED_SECTIONS
-    binary_policy: BinaryPolicy = field(default_factory=BinaryPolicy)
+    #: deprecated, ignored: the binary view is set once, in ``build_dataset.binary_policy`` (warns for
+    #: one release, then the key is rejected like any unknown key)
+    binary_policy: BinaryPolicy | None = None
+
+    def __post_init__(self) -> None:
+        if self.binary_policy is not None:
+            warnings.warn(
+                "params.yaml parse_reports.binary_policy is deprecated and ignored: the binary view used for "
+                "training is set once, in build_dataset.binary_policy (parse_reports writes 1/0/-1/empty). "
+                "Remove the key; the next release rejects it",
+                FutureWarning,
+                stacklevel=2,
+            )
 
 
 # One labeller per process (rule objects do not pickle): built in the parent, which forked workers
@@ -227,17 +240,19 @@ def label_table(
     quarantine_out: str | Path | None = None,
     id_column: str | None = None,
     text_columns: Sequence[str] | None = None,
-    binary: bool = False,
+    binary: BinaryPolicy | None = None,
     config: LabelConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> LabelSummary:
     """Label every report of ``in_path`` and write ``labels_out`` (id column + the 18 abnormalities).
 
-    Values are 1/0/-1/empty, or 0/1 under ``config.binary_policy`` when ``binary``. Rows that cannot be
-    labelled go to ``quarantine_out`` (path, line, id, rule, message); every other row is labelled. All
-    outputs are written atomically; the input is only read.
+    Values are 1/0/-1/empty, or 0/1 (empty where masked) under the policy ``binary`` when one is given;
+    the summary's ``binary_positive`` counts positives under it (else under CT-RATE's convention,
+    ``BinaryPolicy()``). Rows that cannot be labelled go to ``quarantine_out`` (path, line, id, rule,
+    message); every other row is labelled. All outputs are written atomically; the input is only read.
     """
     cfg = config or LabelConfig()
+    policy = binary or BinaryPolicy()
     rules = load_rules(cfg.rules_dir)
     layer = None
     layer_digest = ""
@@ -268,8 +283,8 @@ def label_table(
         chunks = _chunks(table, cfg.chunk_size)
         for result in map_chunks(chunks, rules, cfg.ignore_sections, cfg.workers, layer):
             for rid, labels in result.labels:
-                binary_labels = [to_binary(v, cfg.binary_policy) for v in labels]
-                lw.writerow([rid, *(_cell(v) for v in (binary_labels if binary else labels))])
+                binary_labels = [to_binary(v, policy) for v in labels]
+                lw.writerow([rid, *(_cell(v) for v in (binary_labels if binary is not None else labels))])
                 for name, v, b in zip(ABNORMALITIES, labels, binary_labels, strict=True):
                     counts[name]["empty" if v is None else str(v)] += 1
                     positives[name] += b == 1

@@ -9,10 +9,13 @@ from exact_ct.schema import ABSENT, PRESENT, UNCERTAIN
 
 @dataclass(frozen=True)
 class BinaryPolicy:
-    """What an uncertain or unmentioned finding becomes; ``None`` keeps the cell empty (masked in the loss).
+    """What an uncertain or unmentioned finding becomes; ``None`` keeps the cell empty (masked).
 
     Present is always 1 and absent always 0. Defaults follow CT-RATE: a report that does not mention a
-    finding is read as negative, and a hedged finding as positive.
+    finding is read as negative, and a hedged finding as positive. The one place it is set for the
+    pipeline is ``params.yaml: build_dataset.binary_policy`` (training targets); ``exact label-reports
+    --binary`` takes it from ``--not-mentioned`` and ``--uncertain``. Training needs 0 or 1 for both:
+    hedged findings are also flagged, so the loss can mask them (``train.loss.uncertain``).
     """
 
     not_mentioned: int | None = 0
