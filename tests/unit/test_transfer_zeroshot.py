@@ -126,7 +126,7 @@ def test_finetune_stage_runs_a_task_from_params(tmp_path: Path) -> None:
     )
     out, metrics = tmp_path / "models" / "nodule_seg", tmp_path / "reports" / "nodule_seg.json"
     rc = stage_main(
-        ["--params", str(params), "--task", "nodule_seg", "--model", str(_package(tmp_path / "m")),
+        ["--params", str(params), "--name", "nodule_seg", "--model", str(_package(tmp_path / "m")),
          "--data", str(data), "--out", str(out), "--metrics", str(metrics)]
     )  # fmt: skip
     assert rc == 0
@@ -171,7 +171,7 @@ def test_finetune_stage_on_a_build_dataset_folder_uses_its_truth_masks_and_label
     )
     for task in tasks:
         rc = stage_main(
-            ["--params", str(params), "--task", task, "--model", str(model), "--data", str(ds),
+            ["--params", str(params), "--name", task, "--model", str(model), "--data", str(ds),
              "--out", str(tmp_path / task), "--metrics", str(tmp_path / f"{task}.json")]
         )  # fmt: skip
         assert rc == 0
