@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from exact_ct.dataset.build import load_index, load_plan
+from exact_ct.devices import choose_device
 from exact_ct.io import atomic_path, write_json_atomic
 from exact_ct.model.losses import (
     OrganLoss,
@@ -64,16 +64,6 @@ from exact_ct.training.trainer import (
 __all__ = ["BEST", "LAST", "ExactTrainer", "Interrupted", "finish_distributed", "step_losses", "train"]
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(profile: TrainProfile) -> torch.device:
-    if profile.device == "cpu" or (profile.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            "train profile asks for device=cuda but CUDA is not available; use the cpu-demo profile"
-        )
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def step_losses(
@@ -204,7 +194,7 @@ class ExactTrainer(Trainer):
         profile = cfg.active()
         torch.set_num_threads(max(1, profile.threads))
         seed_everything(seed, profile.deterministic)
-        device = pick_device(profile)
+        device = choose_device(profile.device)
         dist_info = setup_distributed(device)
 
         index = load_index(dataset_dir)
