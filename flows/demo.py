@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from flows.config import demo_config
 from flows.retrain import retrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,16 +25,14 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def _params(repo: Path) -> dict[str, Any]:
-    return yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8")) or {}
-
-
 def synthesise(repo: Path, batch: str, studies: int, seed: int) -> Path | None:
     """Write a synthetic drop into data/inbox/<batch> and its truth into data/synth/<batch>/truth.
 
     Nothing happens for a batch that is already registered, so the demo can be rerun.
     """
-    if batch in (_params(repo).get("batches") or []):
+    from exact_ct.batches import read_batches
+
+    if batch in read_batches(repo / "params.yaml"):
         return None
     work = repo / "data" / "synth" / ".work" / batch
     truth = repo / "data" / "synth" / batch
@@ -67,22 +64,27 @@ def synthesise(repo: Path, batch: str, studies: int, seed: int) -> Path | None:
 
 
 def run_demo(repo: Path = REPO, push: bool = True) -> list[dict[str, Any]]:
-    """Synthesise and retrain batch by batch; returns the result of each retrain run."""
-    demo = _params(repo).get("demo") or {}
-    batches: dict[str, int] = demo.get("batches") or {"demo-b1": 40, "demo-b2": 24}
-    seed = int(demo.get("seed", 7))
-    results = []
-    for i, (batch, studies) in enumerate(batches.items()):
+    """Synthesise and retrain batch by batch (params.yaml `demo`); returns the result of each retrain run."""
+    cfg = demo_config(repo)
+    seed = cfg.seed
+    results: list[dict[str, Any]] = []
+    for i, (batch, studies) in enumerate(cfg.batches.items()):
         print(f"\n== batch {batch}: {studies} synthetic studies ==", flush=True)
         synthesise(repo, batch, studies, seed + i)  # each batch its own seed: different patients and images
         # The drop appeared by one rename (nothing is still being written): no settle time to wait for.
-        result = retrain(repo=str(repo), push=push, settle_seconds=0)
+        result: dict[str, Any] = retrain(repo=str(repo), push=push, settle_seconds=0)
         for stage in result.get("stages", []):
             print(
                 f"  {stage['stage']:<15} ran {len(stage['ran']):>2}  skipped {len(stage['skipped']):>2}"
                 f"  ({stage['seconds']:.0f} s)"
             )
-        print(f"  -> {result['status']}", flush=True)
+        gate = (result.get("summary") or {}).get("publish") or {}
+        commit = (result.get("git") or {}).get("commit")
+        print(
+            f"  -> {result['status']}; gate {gate.get('status', 'not run')}"
+            + (f"; git commit {commit[:12]}" if commit else ""),
+            flush=True,
+        )
         results.append(result)
     return results
 

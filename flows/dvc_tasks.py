@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from exact_ct.batches import dvc_executable
 
 _RUNNING = re.compile(r"Running stage '([^']+)'")
 _SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
@@ -25,6 +28,14 @@ class StageFailed(RuntimeError):
         self.stage = stage
         self.returncode = returncode
         self.tail = tail
+
+
+class StageTimedOut(StageFailed):
+    """A DVC stage ran longer than its time limit and was stopped (with every process it started)."""
+
+    def __init__(self, stage: str, seconds: float, tail: str) -> None:
+        RuntimeError.__init__(self, f"stage {stage!r} stopped after the {seconds:g} s time limit: {tail}")
+        self.stage, self.returncode, self.tail = stage, -9, tail
 
 
 @dataclass
@@ -41,12 +52,6 @@ class ReproResult:
             "skipped": self.skipped,
             "seconds": round(self.seconds, 2),
         }
-
-
-def dvc_executable() -> str:
-    """The `dvc` next to the running interpreter (the project venv), else the one on PATH."""
-    candidate = Path(sys.executable).with_name("dvc")
-    return str(candidate) if candidate.exists() else (shutil.which("dvc") or "dvc")
 
 
 def _env() -> dict[str, str]:
@@ -67,13 +72,74 @@ def pipeline_stages(repo: Path) -> list[str]:
         return list((yaml.safe_load(f) or {}).get("stages", {}))
 
 
-def repro(stage: str, repo: Path) -> ReproResult:
-    """`dvc repro <stage>`; DVC decides which instances are stale. Returns what ran and what was skipped."""
+def _kill_tree(proc: subprocess.Popen[str]) -> None:
+    """Stop ``dvc`` and the stage command it started (the stage would otherwise run on, holding DVC's lock)."""
+    try:
+        import psutil
+
+        procs = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    except (ImportError, Exception):  # psutil missing or the process already gone
+        proc.kill()
+
+
+def repro(
+    stage: str,
+    repo: Path,
+    *,
+    on_line: Callable[[str], None] | None = None,
+    timeout: float | None = None,
+) -> ReproResult:
+    """`dvc repro <stage>`; DVC decides which instances are stale. Returns what ran and what was skipped.
+
+    Every output line (DVC's and the stage command's: epochs, study counts) is passed to ``on_line`` as
+    it is written, so a caller can stream it into its run's logs. A run longer than ``timeout`` seconds
+    is stopped and raises :class:`StageTimedOut`.
+    """
     t0 = time.perf_counter()
-    proc = run_dvc(["repro", stage], repo)
-    out = proc.stdout + proc.stderr
+    proc = subprocess.Popen(
+        [dvc_executable(), "repro", stage],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        env=_env(),
+    )
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _kill_tree(proc)
+
+    timer = threading.Timer(timeout, expire) if timeout else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            lines.append(line)
+            if on_line is not None and line.strip():
+                on_line(line)
+        proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if proc.poll() is None:
+            _kill_tree(proc)
+            proc.wait()
+    out = "\n".join(lines)
+    tail = " | ".join(line.strip() for line in out.strip().splitlines()[-6:])
+    if timed_out.is_set():
+        raise StageTimedOut(stage, float(timeout or 0), tail)
     if proc.returncode != 0:
-        tail = " | ".join(line.strip() for line in out.strip().splitlines()[-6:])
         raise StageFailed(stage, proc.returncode, tail)
 
     def own(names: list[str]) -> list[str]:

@@ -6,14 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-DEFAULT_DRIFT_THRESHOLD = 0.15
-
-
-def _drift_threshold(repo: Path) -> float:
-    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8")) or {}
-    return float((params.get("retrain") or {}).get("drift_threshold", DEFAULT_DRIFT_THRESHOLD))
+from flows.config import retrain_config
 
 
 def _prevalence(labels_csv: Path) -> pd.Series:
@@ -30,7 +24,7 @@ def label_drift(repo: Path, new_batches: list[str]) -> list[dict[str, Any]]:
     root = repo / "data" / "interim" / "parse_reports"
     if not root.is_dir():
         return []
-    threshold = _drift_threshold(repo)
+    threshold = retrain_config(repo).drift_threshold
     all_batches = sorted(p.name for p in root.iterdir() if (p / "labels.csv").exists())
     rows: list[dict[str, Any]] = []
     for batch in new_batches:
@@ -76,31 +70,90 @@ def stage_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _flat_counts(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    if isinstance(obj, dict):
-        for key, value in sorted(obj.items()):
-            items += _flat_counts(
-                value, f"{prefix}{key}." if not isinstance(value, (int, float)) else f"{prefix}{key}"
-            )
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        items.append((prefix.rstrip("."), obj))
-    return items
+def _scalars(obj: Any) -> list[tuple[str, Any]]:
+    """Top-level numeric entries of a stage summary (nested breakdowns stay in the stage's JSON)."""
+    if not isinstance(obj, dict):
+        return []
+    return [
+        (k, v)
+        for k, v in obj.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not str(k).startswith("_")
+    ]
+
+
+def _num(v: Any, signed: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{float(v):+.4f}" if signed else f"{float(v):.4f}"
+
+
+def gate_headline(decision: dict[str, Any] | None) -> tuple[str, str]:
+    """(outcome, why) of the publish gate in words: ``promoted``/``rejected``/``unchanged``/``not run``."""
+    if not decision:
+        return "not run", "the pipeline has no publish stage or it did not run"
+    status = str(decision.get("status") or ("promoted" if decision.get("promoted") else "rejected"))
+    outcome = {"first": "promoted", "promoted": "promoted"}.get(status, status)
+    return outcome, str(decision.get("reason", ""))
+
+
+def gate_markdown(decision: dict[str, Any] | None, git: dict[str, Any] | None = None) -> list[str]:
+    """The gate section that opens the run summary: outcome and why, the macro comparison, what changed."""
+    outcome, why = gate_headline(decision)
+    lines = [f"# Gate: {outcome.upper()}", ""]
+    if not decision:
+        return [*lines, why.capitalize() + ".", ""]
+    failures = list(decision.get("failures") or [])
+    if outcome == "rejected" and failures:
+        lines.append("Rejected because:")
+        lines += [f"- {f}" for f in failures[:6]]
+        if len(failures) > 6:
+            lines.append(f"- ... and {len(failures) - 6} more (reports/publish/decision.json)")
+    else:
+        lines.append(why)
+    lines.append("")
+    macro = (decision.get("differences") or {}).get("macro_auroc") or {}
+    champion = decision.get("champion")
+    if macro:
+        lines += [
+            "| macro AUROC (test) | candidate | champion"
+            + (f" {champion}" if champion else "")
+            + " | difference |",
+            "|---|---|---|---|",
+            f"| | {_num(macro.get('candidate'))} | {_num(macro.get('champion'))} | {_num(macro.get('delta'), signed=True)} |",
+            "",
+        ]
+    version = decision.get("version")
+    if outcome == "promoted" and version:
+        lines.append(f"Published as version {version} ({decision.get('bump', '')}); it is the champion now.")
+    elif champion:
+        lines.append(f"The champion stays version {champion}.")
+    else:
+        lines.append("No model is published yet.")
+    if git and git.get("commit"):
+        tag = f", tag `{git['tag']}`" if git.get("tag") else ""
+        lines.append(f"Recorded in git commit `{str(git['commit'])[:12]}`{tag}.")
+    return [*lines, ""]
 
 
 def batch_summary_markdown(summary: dict[str, Any]) -> str:
-    """The run's markdown artifact: batches, stages, counts by stage, drift flags, gate decision."""
-    lines = ["# retrain", ""]
+    """The run's markdown artifact: the gate decision first, then batches, counts, stages and drift."""
+    lines = gate_markdown(summary.get("publish"), summary.get("git"))
     new = summary.get("new_batches") or []
-    lines.append(f"New batches: {', '.join(new) if new else 'none (pipeline was stale)'}")
-    lines += ["", "## Stages", "", "| stage | ran | skipped | seconds |", "|---|---|---|---|"]
+    lines += ["## Batches", "", f"New: {', '.join(new) if new else 'none (stale stages rerun)'}", ""]
+    counts = [
+        (batch, stage, _scalars(report))
+        for batch, stages in (summary.get("per_batch") or {}).items()
+        for stage, report in stages.items()
+    ]
+    if counts:
+        lines += ["| batch | stage | counts |", "|---|---|---|"]
+        lines += [
+            f"| {b} | {s} | {', '.join(f'{k} {v}' for k, v in items) or '-'} |" for b, s, items in counts
+        ]
+        lines += ["", "Every count of a stage: `reports/<stage>/<batch>.json`.", ""]
+    lines += ["## Stages", "", "| stage | ran | skipped | seconds |", "|---|---|---|---|"]
     for r in summary.get("stages", []):
         lines.append(f"| {r['stage']} | {len(r['ran'])} | {len(r['skipped'])} | {r['seconds']} |")
-    for batch, stages in (summary.get("per_batch") or {}).items():
-        lines += ["", f"## Batch {batch}", "", "| stage | count | value |", "|---|---|---|"]
-        for stage, report in stages.items():
-            for key, value in _flat_counts(report):
-                lines.append(f"| {stage} | {key} | {value} |")
     drift = [d for d in summary.get("drift", []) if d["drift"]]
     lines += ["", "## Label drift", ""]
     if not summary.get("drift"):
@@ -113,8 +166,4 @@ def batch_summary_markdown(summary: dict[str, Any]) -> str:
         ]
     else:
         lines.append("No abnormality's prevalence moved beyond the threshold.")
-    if "evaluate" in summary:
-        lines += ["", "## Metrics", ""] + [f"- {k}: {v}" for k, v in _flat_counts(summary["evaluate"])[:40]]
-    if "publish" in summary:
-        lines += ["", "## Gate", "", "```", str(summary["publish"])[:2000], "```"]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,7 @@
 Usage (paths come from dvc.yaml templating)::
 
     python -m stages.evaluate --params params.yaml --dataset data/processed/build_dataset \
-        --model models/exact-demo --out reports/evaluate [--interim data/interim]
+        --model models/candidate --out reports/evaluate [--interim data/interim]
 
 Thresholds are chosen on the validation split and applied unchanged to the test split. ``--interim``
 (optional) lets the montages show the ingest volumes at full resolution instead of the cached image.

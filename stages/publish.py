@@ -2,7 +2,7 @@
 
 Usage (paths come from dvc.yaml templating)::
 
-    python -m stages.publish --params params.yaml --candidate models/exact-demo \
+    python -m stages.publish --params params.yaml --candidate models/candidate \
         --metrics reports/evaluate/metrics.json --dataset data/processed/build_dataset \
         --registry models/registry --out reports/publish
 

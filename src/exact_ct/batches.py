@@ -383,7 +383,7 @@ def _finish(repo_root: Path, batch: str, *, dvc_track: bool) -> Path:
     raw = repo_root / "data" / "raw"
     dest = raw / batch
     if dvc_track:
-        _run([_dvc(), "add", "--quiet", str(dest.relative_to(repo_root))], cwd=repo_root)
+        _run([dvc_executable(), "add", "--quiet", str(dest.relative_to(repo_root))], cwd=repo_root)
     add_batch_to_params(repo_root / "params.yaml", batch)
     _journal(raw, batch).unlink(missing_ok=True)
     return dest
@@ -456,8 +456,8 @@ def workspace_lock(repo_root: Path, timeout: float = -1) -> Iterator[Path]:
         lock.release()
 
 
-def _dvc() -> str:
-    """The `dvc` of the running environment (the project venv need not be activated)."""
+def dvc_executable() -> str:
+    """The `dvc` next to the running interpreter (the project venv need not be activated), else PATH's."""
     candidate = Path(sys.executable).with_name("dvc")
     return str(candidate) if candidate.exists() else (shutil.which("dvc") or "dvc")
 

@@ -11,6 +11,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _FORMAT = "%(levelname)s %(name)s: %(message)s"
+#: Client libraries that log every request at INFO (Prefect's API calls: hundreds per run); WARNING keeps
+#: their errors on the console and drops the request lines, except with ``--verbose``.
+_CHATTY = ("httpx", "httpcore", "urllib3", "asyncio", "filelock")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -20,6 +23,8 @@ def setup_logging(verbose: bool = False) -> None:
         else getattr(logging, os.environ.get("EXACT_LOG_LEVEL", "INFO"), logging.INFO)
     )
     logging.basicConfig(level=level, format=_FORMAT)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     # medspacy's PyRuSH sentence splitter logs every sentence at DEBUG through loguru; silence it.
     try:
         from loguru import logger as _loguru

@@ -33,7 +33,7 @@ def _workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"
     (ws / "flows").mkdir(parents=True)
     repo = Path(__file__).resolve().parents[2]
-    for name in ("__init__.py", "retrain.py", "dvc_tasks.py", "monitoring.py"):
+    for name in ("__init__.py", "retrain.py", "dvc_tasks.py", "monitoring.py", "config.py", "git_tasks.py"):
         (ws / "flows" / name).write_bytes((repo / "flows" / name).read_bytes())
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=ws, check=True)

@@ -261,3 +261,45 @@ def test_a_registry_version_is_a_monai_bundle_monai_runs(tmp_path: Path) -> None
     )
     probs = json.loads((tmp_path / "out" / "probabilities.json").read_text())
     assert probs["model_version"] == "0.1.0" and set(probs["probabilities"]) == set(ABNORMALITIES)
+
+
+def test_publish_writes_headline_metrics_and_records_name_and_git_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], cwd=repo, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.chdir(repo)  # DVC runs the stage at the repository root
+    out, reg_dir = tmp_path / "out", tmp_path / "registry"
+    used = {"train": {"model_name": "hospital-a"}}
+    d = publish(
+        CFG, _package(tmp_path / "c1", 1), _metrics(tmp_path / "m.json", BASE), reg_dir, out, params_used=used
+    )
+    assert d["candidate"]["git_revision"] == head
+    manifest = Registry(reg_dir).manifest("0.1.0")
+    assert manifest["git_revision"] == head and manifest["name"] == "hospital-a"
+    assert Registry(reg_dir).index()["versions"][0]["git_revision"] == head
+    card = (reg_dir / "0.1.0" / "model_card.md").read_text()
+    assert card.startswith("# EXACT-CT model hospital-a 0.1.0\n") and head in card
+    headline = json.loads((out / "metrics.json").read_text())
+    assert headline == {
+        "test_macro_auroc": 0.8,
+        "test_macro_auprc": None,
+        "test_macro_f1": None,
+        "test_ece": None,
+        "test_studies": 5,
+        "champion_macro_auroc": None,
+        "macro_auroc_delta": None,
+        "promoted": True,
+    }
+    again = publish(CFG, _package(tmp_path / "c1", 1), _metrics(tmp_path / "m.json", BASE), reg_dir, out)
+    assert (
+        again["status"] == "unchanged" and json.loads((out / "metrics.json").read_text())["promoted"] is False
+    )

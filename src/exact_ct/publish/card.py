@@ -83,15 +83,19 @@ def model_card(
     macro = diag.get("macro", {})
     ci = macro.get("auroc_ci")
     lines = [
-        f"# EXACT-CT model {version}",
+        " ".join(["# EXACT-CT model", *([str(manifest["name"])] if manifest.get("name") else []), version]),
         "",
         "## Model details",
+        *([f"- Name: {manifest['name']} (params `train.model_name`)"] if manifest.get("name") else []),
         f"- Version: {version} (semantic; registry `models/registry/{version}/`)",
         f"- Architecture: EXACT-style shared 3D encoder, organ decoder ({len(ORGANS)} classes) and anomaly decoder "
         f"({len(ABNORMALITIES)} maps) with organ-confined top-k MIL pooling; network `{manifest.get('network')}`",
         f"- Pooling: `{manifest.get('pooling')}`",
         f"- Input grid: `{manifest.get('preprocessing')}`",
         f"- Data version: `{manifest.get('data_version', '')}`",
+        f"- Source revision: `{decision.get('candidate', {}).get('git_revision') or 'unknown (not a git checkout)'}` "
+        f"(the git commit the run started from; `exact retrain` tags the commit that records this version "
+        f"`exact-ct@v{version}` (params `retrain.artifact`): check it out and `dvc pull` to get this model)",
         "",
         "## Intended use",
         INTENDED_USE,
@@ -219,7 +223,8 @@ def bundle_metadata(
             "nibabel": _pkg_version("nibabel"),
             "exact-ct": _pkg_version("exact-ct"),
         },
-        "name": "EXACT-CT anomaly-aware chest CT model",
+        "name": (f"{manifest['name']}: " if manifest.get("name") else "")
+        + "EXACT-CT anomaly-aware chest CT model",
         "task": "Chest CT: organ segmentation, 18-abnormality classification and organ-confined anomaly maps",
         "description": INTENDED_USE,
         "authors": "EXACT-CT pipeline",

@@ -1,13 +1,17 @@
 """The publish stage's library: gate the candidate against the champion, register it, record the decision.
 
-``reports/publish/decision.json`` is written whatever the outcome: the decision, the reason, the
-candidate's weights hash, the version it got (or would replace), and every metric difference.
+Two files are written whatever the outcome: ``reports/publish/decision.json`` (the decision, the reason,
+the candidate's weights hash, the version it got, and every metric difference) and
+``reports/publish/metrics.json``, the pipeline's headline metrics (a handful of numbers: the columns
+``dvc metrics show`` and ``dvc exp show`` display by default; the full evaluation stays in
+``reports/evaluate/metrics.json``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,53 @@ def _auroc_of(metrics: dict[str, Any]) -> tuple[dict[str, float | None], float |
     diag = metrics.get("diagnosis", {})
     per = {n: diag.get("per_abnormality", {}).get(n, {}).get("auroc") for n in ABNORMALITIES}
     return per, diag.get("macro", {}).get("auroc")
+
+
+def git_revision(cwd: Path | None = None) -> str | None:
+    """The git commit checked out where the stage runs (DVC runs stages at the repository root), if any.
+
+    It names the code, ``dvc.yaml`` and ``params.yaml`` the run started from; the retrain flow's commit
+    that records this run's ``dvc.lock`` (tagged for a published version) is its child.
+    """
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+def model_name(params_used: dict[str, Any] | None) -> str:
+    """``train.model_name`` of the params the run used ('' when absent)."""
+    train = (params_used or {}).get("train") or {}
+    return str(train.get("model_name") or "") if isinstance(train, dict) else ""
+
+
+def headline(metrics: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The headline metrics: the candidate's test macro figures, the gate's comparison and outcome."""
+    macro = metrics.get("diagnosis", {}).get("macro", {})
+    diff = (record.get("differences") or {}).get("macro_auroc") or {}
+    return {
+        "test_macro_auroc": macro.get("auroc"),
+        "test_macro_auprc": macro.get("auprc"),
+        "test_macro_f1": macro.get("f1"),
+        "test_ece": macro.get("ece"),
+        "test_studies": _test_studies(metrics),
+        "champion_macro_auroc": diff.get("champion"),
+        "macro_auroc_delta": diff.get("delta"),
+        "promoted": bool(record.get("promoted")),
+    }
+
+
+def _write(out: Path, record: dict[str, Any], metrics: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "decision.json", record)
+    write_json_atomic(out / "metrics.json", headline(metrics, record))
 
 
 def rescore(
@@ -61,16 +112,21 @@ def publish(
     candidate_dir, registry_dir, out = Path(candidate_dir), Path(registry_dir), Path(out)
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     manifest = json.loads((candidate_dir / "package.json").read_text(encoding="utf-8"))
+    name = model_name(params_used)
+    if name:
+        manifest["name"] = name  # the published package's name (params train.model_name)
     weights_sha = sha256_file(candidate_dir / "weights.pt")
     reg = Registry(registry_dir)
     champion = reg.champion()
     cand_per, cand_macro = _auroc_of(metrics)
 
+    revision = git_revision()
     record: dict[str, Any] = {
         "candidate": {
             "weights_sha256": weights_sha,
             "data_version": manifest.get("data_version", ""),
             "package_version": manifest.get("version", ""),
+            "git_revision": revision,
         },
         "champion": champion,
         "tolerances": {
@@ -89,8 +145,7 @@ def publish(
             reason=f"unchanged: these weights are already version {existing}",
             comparison="none",
         )
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "decision.json", record)
+        _write(out, record, metrics)
         log.info("publish: candidate already registered as %s", existing)
         return record
 
@@ -167,7 +222,9 @@ def publish(
                 "bump": kind,
                 "macro_auroc": cand_macro,
                 "note": note,
+                "git_revision": revision,
             },
+            provenance={"git_revision": revision, **({"name": name} if name else {})},
         )
         reg.set_champion(version)
         record.update(version=version, bump=kind)
@@ -175,8 +232,7 @@ def publish(
     else:
         record["version"] = None
         log.info("publish: %s", decision.reason)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "decision.json", record)
+    _write(out, record, metrics)
     return record
 
 

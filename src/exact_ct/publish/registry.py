@@ -121,8 +121,11 @@ class Registry:
         package_dir: Path,
         files: dict[str, str],
         entry: dict[str, Any],
+        provenance: dict[str, Any] | None = None,
     ) -> Path:
         """Copy the package into ``<version>/`` (package.json's version set to it) plus extra text files.
+
+        ``provenance`` (e.g. the git revision the run started from) is added to package.json.
 
         The folder is assembled under a temporary name and renamed, so a crash never leaves a
         half-written version; the index is rewritten after the folder exists.
@@ -137,6 +140,7 @@ class Registry:
         shutil.copyfile(package_dir / "weights.pt", tmp / "weights.pt")
         manifest = json.loads((package_dir / "package.json").read_text(encoding="utf-8"))
         manifest["version"] = version
+        manifest.update(provenance or {})
         write_json_atomic(tmp / "package.json", manifest)
         for name, text in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
