@@ -2,7 +2,9 @@
 
 Writes DIR/probabilities.json, organs.nii.gz, anomaly_maps.nii.gz (x, y, z, 18; channels in
 exact_ct.schema.ABNORMALITIES order, organ-confined, on the study's canonical RAS+ grid), report.md
-(grounded) and overlay.png. Exits 1 when ingest QC rejects the study, naming the rule.
+(grounded) and overlay.png; for a DICOM series also DIR/dicom/ (organ and finding SEGs on the source
+slices, the report as a Comprehensive SR; exact_ct.evaluation.dicom_export). Exits 1 when ingest QC
+rejects the study, naming the rule.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         'Consolidation"; --zero-shot-threshold "5%%" keeps the top 5%% of their organ region, "0.3" is absolute',
     )
     p.add_argument("--zero-shot-threshold", default="5%", metavar="SPEC", help="top-k%% (e.g. 5%%) or level")
+    p.add_argument(
+        "--dicom-seg",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write DIR/dicom/: organ and finding DICOM SEGs referencing the source series and the report "
+        "as a DICOM SR (default: on for a DICOM series; --no-dicom-seg turns it off)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
 
         parse_names(args.zero_shot_seg)
         Threshold.parse(args.zero_shot_threshold)
+    if args.dicom_seg and Path(args.study).is_file():
+        print(
+            f"exact infer: --dicom-seg needs a DICOM series folder; {args.study} is a file", file=sys.stderr
+        )
+        return 2
     have = args.params is not None and args.params.exists()
     ingest_cfg = section(IngestConfig, "ingest", args.params) if have else IngestConfig()
     masks = section(PseudoMasksConfig, "pseudo_masks", args.params) if have else PseudoMasksConfig()
@@ -67,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             masks_params=masks,
             pseudo_masks=not args.no_pseudo_masks,
             device=args.device,
+            dicom=args.dicom_seg,
         )
     except StudyRejected as e:
         print(f"exact infer: {e}", file=sys.stderr)
@@ -76,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
 
         zs = write_zero_shot(args.out, args.zero_shot_seg, args.zero_shot_threshold)
         print(f"infer: zero-shot segmentation {zs['voxels']} voxels ({zs['volume_ml']} ml)")
+    if res.dicom is not None:
+        if res.dicom.get("written"):
+            print(f"infer: DICOM SEG and SR in {args.out / 'dicom'}")
+        else:
+            print(f"infer: no DICOM output ({res.dicom.get('reason')})", file=sys.stderr)
     found = ", ".join(res.positives) if res.positives else "none above threshold"
     print(f"infer: {found}; wrote {res.out_dir} in {res.seconds:.1f} s")
     return 0

@@ -36,6 +36,8 @@ class InferResult:
     #: seconds per step (ingest, pseudo_masks, to_model_grid, network, to_canonical, organ_dice,
     #: report, write); for benchmarks and logs only, never written to the outputs (determinism).
     timings: dict[str, float] = field(default_factory=dict)
+    #: the ``dicom`` section of probabilities.json (None when no DICOM output was asked for or possible)
+    dicom: dict[str, Any] | None = None
 
 
 def _place(src: Path, dest: Path) -> None:
@@ -101,11 +103,15 @@ def run_infer(
     pseudo_masks: bool = True,
     device: str = "cpu",
     package: Any = None,
+    dicom: bool | None = None,
 ) -> InferResult:
     """Write probabilities.json, organs.nii.gz, anomaly_maps.nii.gz, report.md and overlay.png to ``out_dir``.
 
     Args:
         package: an already loaded ModelPackage (benchmarks); else loaded from ``model_dir``.
+        dicom: also write ``dicom/`` (organ and finding SEGs on the source slices, the report as an SR;
+            exact_ct.evaluation.dicom_export). None: when the study is a DICOM series. True on a NIfTI
+            study raises ValueError.
     """
     from exact_ct.evaluation import explain, grounded
     from exact_ct.ingest import IngestConfig
@@ -123,6 +129,18 @@ def run_infer(
     with tempfile.TemporaryDirectory(prefix="exact-infer-") as tmp:
         clock = StepClock(timings)
         hu, affine, row = ingest_one(Path(study), Path(tmp), cfg)
+        is_dicom = row.get("source") == "dicom"
+        if dicom and not is_dicom:
+            raise ValueError(f"{study}: DICOM export needs a DICOM series as input, not a NIfTI file")
+        source = None
+        dicom_summary: dict[str, Any] | None = None
+        if is_dicom and dicom is not False:
+            from exact_ct.evaluation.dicom_export import ExportSkipped, find_source_series
+
+            try:  # headers are read now: the drop of links goes away with the temporary folder
+                source = find_source_series(Path(tmp) / "drop", str(row["series_uid_hash"]), cfg)
+            except ExportSkipped as e:
+                dicom_summary = {"written": False, "reason": str(e)}
         clock.lap("ingest")
         qc: dict[str, Any] = {"ingest_flags": [f for f in str(row.get("qc_flags", "")).split(";") if f]}
         pseudo = None
@@ -157,6 +175,19 @@ def run_infer(
     explain.save_maps(out_dir, conf, organs, affine)
     explain.montage(out_dir / "overlay.png", hu, organs, conf, affine, report.findings, probs)
     write_text_atomic(out_dir / "report.md", grounded.to_markdown(report, "Grounded report", pkg.version))
+    if source is not None:
+        from exact_ct.evaluation.dicom_export import ExportSkipped, export_dicom
+
+        try:
+            dicom_summary = {
+                "written": True,
+                **export_dicom(out_dir, source, organs, conf, affine, thresholds, report, pkg.version),
+            }
+        except ExportSkipped as e:
+            dicom_summary = {"written": False, "reason": str(e)}
+        clock.lap("dicom")
+    if dicom_summary is not None and not dicom_summary["written"]:
+        log.warning("infer: no DICOM output: %s", dicom_summary["reason"])
     positives = tuple(f.abnormality for f in report.findings)
     write_json_atomic(
         out_dir / "probabilities.json",
@@ -175,10 +206,13 @@ def run_infer(
                 "confined_to_organs": bool(pkg.pooling.confine),
             },
             "qc": qc,
+            **({"dicom": dicom_summary} if dicom_summary is not None else {}),
         },
     )
     clock.lap("write")
     seconds = time.perf_counter() - t0
     log.info("infer: %d positive finding(s) in %.1f s", len(positives), seconds)
     log.debug("infer steps: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return InferResult(out_dir, {n: float(probs[n]) for n in ABNORMALITIES}, positives, seconds, timings)
+    return InferResult(
+        out_dir, {n: float(probs[n]) for n in ABNORMALITIES}, positives, seconds, timings, dicom_summary
+    )

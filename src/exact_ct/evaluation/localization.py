@@ -130,7 +130,7 @@ def mean_organ_dice(rows: list[dict[str, float | None]]) -> dict[str, Any]:
     for organ in ORGANS.values():
         if organ == ORGANS[0]:
             continue
-        vals = [r[organ] for r in rows if r.get(organ) is not None]
+        vals = [v for r in rows if (v := r.get(organ)) is not None]
         per[organ] = float(np.mean(vals)) if vals else None
     defined = [v for v in per.values() if v is not None]
     return {"per_organ": per, "mean": float(np.mean(defined)) if defined else None, "studies": len(rows)}

@@ -119,7 +119,7 @@ def _canonical_hu(row: Any, arrays: dict[str, np.ndarray], interim: Path | None)
         arrays["image"],
         arrays["grid_affine"],
         arrays["src_affine"],
-        arrays["src_shape"],
+        tuple(int(v) for v in arrays["src_shape"]),
         order=1,
         dtype=np.int16,
     )
@@ -163,7 +163,11 @@ def evaluate_study(
         organ["truth"] = localization.organ_dice(organs_g, arrays["truth_organs"])
 
     # The grounded report is read on the canonical grid, so its slice numbers are those of the scan.
-    g_aff, s_aff, s_shape = arrays["grid_affine"], arrays["src_affine"], arrays["src_shape"]
+    g_aff, s_aff, s_shape = (
+        arrays["grid_affine"],
+        arrays["src_affine"],
+        tuple(int(v) for v in arrays["src_shape"]),
+    )
     organs_c = to_canonical(organs_g, g_aff, s_aff, s_shape, order=0, dtype=np.uint8)
     maps_c = to_canonical(maps_g, g_aff, s_aff, s_shape, order=1, dtype=np.float32)
     conf_c = package.confine(maps_c, organs_c, spacing_from_affine(s_aff))
@@ -263,9 +267,9 @@ def evaluate(
         else list(test_rows["study_id"])[: cfg.explain_max]
     )
     if studies_dir.is_dir():  # the stage fully rewrites its outs
-        for d in studies_dir.iterdir():
-            if d.name not in explain_ids:
-                shutil.rmtree(d) if d.is_dir() else d.unlink()
+        for entry in studies_dir.iterdir():
+            if entry.name not in explain_ids:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     p_test = np.zeros((len(test_rows), len(ABNORMALITIES)), dtype=np.float64)
     reports: list[grounded.GroundedReport] = []
     loc_rows: dict[str, list[dict[str, Any]]] = {n: [] for n in ABNORMALITIES}
