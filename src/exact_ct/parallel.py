@@ -80,6 +80,10 @@ def use_backend(cfg: ParallelConfig) -> Iterator[None]:
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
+        # the cluster's start and stop (nannies, scheduler) log at INFO: one line per event and worker
+        dask_log = logging.getLogger("distributed")
+        stack.callback(dask_log.setLevel, dask_log.level)
+        dask_log.setLevel(max(logging.WARNING, dask_log.getEffectiveLevel()))
         if address:
             client = stack.enter_context(Client(address))
             check_workers(client)
