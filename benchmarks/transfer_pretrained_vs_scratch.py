@@ -13,7 +13,7 @@ network from scratch, for a lesion type held out of pretraining (Consolidation).
    anomaly maps at the new head (``--pretrained-opts '{"maps_input": false}'`` leaves the maps out),
    ``scratch`` = same network, random weights, no maps. Same steps (``--steps``),
    learning rate, data and seeds for both.
-4. Classification by the linear probe (``classify_probe``; exact_ct.transfer.train.fit_probe /
+4. Classification by the linear probe (``classify_probe``; exact_ct.transfer.probe.fit_probe /
    apply_probe) on the same studies as the fine-tune classification (n studies, half positive, same
    seeds), AUROC on the same test studies. Study vectors (per-organ embeddings of organs 1-9 + the 18
    pooled probabilities, frozen network): ``pretrained`` = the pretrained package's network, ``scratch``
@@ -202,10 +202,11 @@ def save_model(src: Path, dest: Path) -> None:
 
 
 def run_probe(vectors: np.ndarray, labels: np.ndarray, train_idx, test_idx, cfg) -> float | None:
+    from exact_ct.transfer import probe as P
     from exact_ct.transfer import train as T
 
-    probe = T.fit_probe(vectors[train_idx], labels[train_idx], cfg)
-    p = T.apply_probe(probe, vectors[test_idx])
+    probe = P.fit_probe(vectors[train_idx], labels[train_idx], cfg)
+    p = P.apply_probe(probe, vectors[test_idx])
     return T.classification_metrics(labels[test_idx], p, cfg.threshold)["auroc"]
 
 
@@ -359,7 +360,7 @@ def main() -> int:
                         f"{kind:12s} n={n:2d} {arm:10s} {mean:.3f} +- {sd:.3f}  [{time.perf_counter() - t0:.0f} s]"
                     )
         if "classify_probe" in tasks:
-            from exact_ct.transfer.train import probe_features_in_base_organs, scratch_exact_net
+            from exact_ct.transfer.probe import probe_features_in_base_organs, scratch_exact_net
 
             assert cls.labels is not None
             # Study vectors of every study, once per arm and seed (the features are label-free); both

@@ -12,7 +12,7 @@ from exact_ct.model.network import ExactNet
 from exact_ct.model.package import ModelPackage
 from exact_ct.transfer.embed import embedding_dim, organ_embeddings
 from exact_ct.transfer.model import build_net
-from exact_ct.transfer.train import probe_features, probe_features_in_base_organs, scratch_exact_net
+from exact_ct.transfer.probe import probe_features, probe_features_in_base_organs, scratch_exact_net
 
 NET = NetworkConfig(channels=(4, 8))
 PLAN = GridPlan((8.0, 8.0, 8.0), (16, 16, 16))

@@ -80,6 +80,7 @@ def run_finetune(
     from exact_ct.io import write_bytes_atomic, write_csv_atomic, write_json_atomic
     from exact_ct.model.package import load_package, save_package, torch_bytes
     from exact_ct.training.metrics import nan_to_none
+    from exact_ct.transfer import probe as P
     from exact_ct.transfer import train as T
     from exact_ct.transfer.data import subsample
 
@@ -109,9 +110,9 @@ def run_finetune(
     n_extra = 0
     if kind == "classify" and cfg.method == "probe":
         assert prepared.labels is not None
-        feats = T.probe_features(prepared.images, base)
-        probe = T.fit_probe(feats[train_idx], prepared.labels[train_idx], cfg)
-        p = T.apply_probe(probe, feats[eval_idx])
+        feats = P.probe_features(prepared.images, base)
+        probe = P.fit_probe(feats[train_idx], prepared.labels[train_idx], cfg)
+        p = P.apply_probe(probe, feats[eval_idx])
         metrics.update(T.classification_metrics(prepared.labels[eval_idx], p, cfg.threshold))
         extra_files["probe.json"] = probe
     else:
@@ -201,13 +202,14 @@ def predict_study(pkg: FinetunedPackage, hu: np.ndarray, affine: np.ndarray) -> 
     (segmentation; uint8 mask at the package's threshold).
     """
     from exact_ct.dataset.grid import to_canonical
+    from exact_ct.transfer import probe as P
     from exact_ct.transfer import train as T
     from exact_ct.transfer.data import Sample, image_on_grid
 
     image, g_aff = image_on_grid(hu, affine, pkg.base.plan)
     if pkg.probe is not None:
-        feats = T.probe_features(torch.from_numpy(image)[None], pkg.base)
-        return {"probability": float(T.apply_probe(pkg.probe, feats)[0])}
+        feats = P.probe_features(torch.from_numpy(image)[None], pkg.base)
+        return {"probability": float(P.apply_probe(pkg.probe, feats)[0])}
     data = T.prepare([Sample("study", image, label=0.0)], pkg.base)
     idx = np.array([0])
     if pkg.task == "classify":
