@@ -19,8 +19,12 @@ GOALS = {"lung_left": 0.95, "lung_right": 0.95, "heart": 0.85, "aorta": 0.80}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / s) if s else float("nan")
+    """Dice of two masks by MONAI's ``compute_dice`` (:func:`exact_ct.evaluation.localization.dice`); nan when both
+    are empty, so that a study without the organ does not count in the mean."""
+    from exact_ct.evaluation.localization import dice as monai_dice
+
+    d = monai_dice(a, b)
+    return float("nan") if d is None else d
 
 
 def on_ct_grid(mask_path: Path, ct_path: Path) -> np.ndarray:
@@ -66,6 +70,30 @@ def main(argv: list[str] | None = None) -> int:
     from exact_ct.masks.intensity import segment
     from exact_ct.schema import ORGAN_IDS, ORGANS
 
+    # The synthetic studies run first, in worker processes forked before this process computes any Dice:
+    # MONAI's Dice initialises torch's thread pool, and a process forked after that can hang.
+    n = 3 if args.quick else 20
+    # Studies 0.. plus the first study with a pleural effusion (the effusion-in-pleura figure needs one).
+    # 20 studies: a single phantom moves an organ's mean by up to 0.15.
+    indices = list(range(n - 1))
+    with_effusion = [i for i in range(n - 1, 80) if _has_effusion(i)][: max(1, n - len(indices))]
+    indices += with_effusion
+    synth: dict[str, list[float]] = {ORGANS[i]: [] for i in range(1, 10)}
+    effusion_share: list[float] = []
+    from exact_ct.parallel import map_ordered
+
+    for i, scores, share in map_ordered(
+        _synthetic_scores, indices, workers=2, desc="synthetic", progress=False
+    ):
+        for k in range(1, 10):
+            synth[ORGANS[k]].append(scores[k - 1])
+        if share is not None:
+            effusion_share.append(share)
+        print(
+            f"synthetic study {i}: "
+            + " ".join(f"{ORGANS[k]}={synth[ORGANS[k]][-1]:.2f}" for k in range(1, 10)),
+            file=sys.stderr,
+        )
     rows: list[tuple[str, str, float]] = []
     hu, affine = load_canonical(DATA / "example_ct_sm.nii.gz")
     ref, _ = load_canonical(DATA / "example_seg.nii.gz")
@@ -90,29 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
-    n = 3 if args.quick else 20
-    # Studies 0.. plus the first study with a pleural effusion (the effusion-in-pleura figure needs one).
-    # 20 studies (was 6 until session 5): single phantoms move an organ's mean by up to 0.15 (the
-    # contrast heart failed in 4 of the first 40, none of them among the first 5).
-    indices = list(range(n - 1))
-    with_effusion = [i for i in range(n - 1, 80) if _has_effusion(i)][: max(1, n - len(indices))]
-    indices += with_effusion
-    synth: dict[str, list[float]] = {ORGANS[i]: [] for i in range(1, 10)}
-    effusion_share: list[float] = []
-    from exact_ct.parallel import map_ordered
-
-    for i, scores, share in map_ordered(
-        _synthetic_scores, indices, workers=2, desc="synthetic", progress=False
-    ):
-        for k in range(1, 10):
-            synth[ORGANS[k]].append(scores[k - 1])
-        if share is not None:
-            effusion_share.append(share)
-        print(
-            f"synthetic study {i}: "
-            + " ".join(f"{ORGANS[k]}={synth[ORGANS[k]][-1]:.2f}" for k in range(1, 10)),
-            file=sys.stderr,
-        )
     n = len(indices)
     for organ, values in synth.items():
         rows.append((f"d: synthetic (n={n})", organ, float(np.nanmean(values))))

@@ -7,7 +7,8 @@ from scipy import ndimage
 
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.morph import inplane_distance
-from exact_ct.masks.steps.aorta_plain import aorta_plain, fit_fixed
+from exact_ct.masks.steps.aorta_plain import aorta_plain
+from exact_ct.masks.steps.aorta_plain_fit import fit_fixed
 from exact_ct.masks.steps.spine import SpineLine, steady_spine
 
 SPACING = (3.0, 3.0, 4.0)

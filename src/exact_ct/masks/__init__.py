@@ -20,9 +20,6 @@ __all__ = [
     "report_path_for",
 ]
 
-#: Former name of :class:`PseudoMasksConfig`, kept until every caller uses the new one.
-PseudoMasksParams = PseudoMasksConfig
-
 
 def report_path_for(mask_path: str | os.PathLike[str]) -> Path:
     """TotalSegmentator's per-run JSON report lives beside the mask: ``<study>.totalseg.json``."""

@@ -14,6 +14,11 @@ from exact_ct.masks.steps.airway_wall import WALL_MM
 RIGHT_MAIN_BRONCHUS_MM, LEFT_MAIN_BRONCHUS_MM = 25.0, 50.0
 #: Sections of the tracked bronchus that fix its axis.
 _AXIS_SECTIONS = 3
+#: On the axis, the section is looked for in a window of the bronchus's radius, its wall and this many
+#: voxels; the ring around it is this many voxels wide; the slice is smoothed by this sigma (voxels).
+WINDOW_MARGIN_VOXELS = 2.5
+RING_VOXELS = 1.5
+SMOOTH_SIGMA_VOXELS = 0.7
 
 
 def extend_main_bronchi(
@@ -121,12 +126,12 @@ def _section_on_axis(
     xs = (np.arange(hu.shape[0]) * px[0])[:, None]
     ys = (np.arange(hu.shape[1]) * px[1])[None, :]
     near = np.hypot(xs - centre[0], ys - centre[1])
-    win = near <= radius + WALL_MM + 2.5 * float(px.max())
+    win = near <= radius + WALL_MM + WINDOW_MARGIN_VOXELS * float(px.max())
     if not win.any():
         return None
     box = ndimage.find_objects(win.astype(np.int8))[0]
     h = hu[box].astype(np.float64)
-    smooth = ndimage.gaussian_filter(h, 0.7)
+    smooth = ndimage.gaussian_filter(h, SMOOTH_SIGMA_VOXELS)
     # the lumen's centre: the darkest point within half a radius (at least one voxel) of the prediction
     cand = near[box] <= max(0.5 * radius, float(px.max()))
     if not cand.any():
@@ -134,7 +139,7 @@ def _section_on_axis(
     k = np.unravel_index(np.argmin(np.where(cand, smooth, np.inf)), h.shape)
     c = np.array([(k[0] + box[0].start) * px[0], (k[1] + box[1].start) * px[1]])
     d = np.hypot(xs[box[0]] - c[0], ys[:, box[1]] - c[1])
-    ring = (d > radius + WALL_MM) & (d <= radius + WALL_MM + 1.5 * float(px.max()))
+    ring = (d > radius + WALL_MM) & (d <= radius + WALL_MM + RING_VOXELS * float(px.max()))
     core = float(smooth[k])
     ring_hu = float(np.median(h[ring])) if ring.any() else core
     if ring_hu - core < contrast_hu:

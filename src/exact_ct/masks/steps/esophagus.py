@@ -38,6 +38,8 @@ RAY_STEP_MM = 0.5
 LUMEN_MM = 3.5
 #: Physiological radius of the (collapsed or slightly distended) esophagus, mm.
 RADIUS_MM = (5.0, 13.0)
+#: A slice's fitted radius is clipped to this range around the tube's median (one tube varies little).
+RADIUS_SPREAD = (0.8, 1.2)
 #: A boundary point farther than this many times the median ray is another organ's boundary.
 RAY_OUTLIER = 1.5
 #: Fewest boundary points for a circle fit.
@@ -66,6 +68,12 @@ def fit_section(
     Two rounds: the first from the seed (which may lie on the tube's near edge), the second from the
     first fit's centre. Boundary points beyond ``RAY_OUTLIER`` x the median distance are dropped
     (another organ's far side reached through a contact).
+
+    The boundary points come from ``N_RAYS`` rays up to ``RAY_REACH_MM`` (:func:`exact_ct.masks.rays.ray_ends`);
+    a dark sample within ``LUMEN_MM`` of the seed is the air lumen, not the fat around the tube. A ray that
+    ends at dense bone is dropped: the prevertebral tissue (longus colli, ligament, fascia) lies between the
+    esophagus and the vertebral body, so the ray ran through it. Only enhanced blood (``blood``: the contrast
+    aorta's lumen in this slice, all False without contrast) is a dense wall of the tube.
     """
     centre = seed
     fit: tuple[float, float, float] | None = None
@@ -217,7 +225,7 @@ def fit_esophagus(
     lumen and takes the esophagus where the two touch: within the fitted circle, its voxels darker than
     enhanced blood (``CONTRAST_BLOOD_HU``) are the esophagus's.
 
-    Seeds as before: the non-fat voxel (soft tissue or luminal air) nearest to the point
+    Seeds: the non-fat voxel (soft tissue or luminal air) nearest to the point
     ``esophagus_radius_mm + 4 mm`` in front of the vertebral body (the esophagus lies on the
     prevertebral tissue), averaged with the centre of the slice above (it drifts left to the hiatus).
     """
@@ -254,7 +262,7 @@ def fit_esophagus(
     arr = ndimage.median_filter(arr, size=(k, 1), mode="nearest")
     # one tube: the radius varies little along it, a slice's fit that does not is an outlier
     r_med = float(np.median(arr[:, 2]))
-    arr[:, 2] = np.clip(arr[:, 2], 0.8 * r_med, 1.2 * r_med)
+    arr[:, 2] = np.clip(arr[:, 2], RADIUS_SPREAD[0] * r_med, RADIUS_SPREAD[1] * r_med)
     # second pass: one radius for the whole tube (a slice's own fit is noisy), the centre refitted with it
     for j, z in enumerate(zs):
         c = fit_centre(
