@@ -14,6 +14,9 @@ _FORMAT = "%(levelname)s %(name)s: %(message)s"
 #: Client libraries that log every request at INFO (Prefect's API calls: hundreds per run); WARNING keeps
 #: their errors on the console and drops the request lines, except with ``--verbose``.
 _CHATTY = ("httpx", "httpcore", "urllib3", "asyncio", "filelock")
+#: presidio (de-identification) logs each of its ~30 recognizers at INFO and each one it skips for another
+#: language at WARNING, every time an analyzer is built: only its errors are worth a line.
+_QUIET = ("presidio-analyzer", "presidio-anonymizer")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -25,6 +28,8 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=level, format=_FORMAT)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
     # medspacy's PyRuSH sentence splitter logs every sentence at DEBUG through loguru; silence it.
     try:
         from loguru import logger as _loguru

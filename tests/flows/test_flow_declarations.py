@@ -136,6 +136,7 @@ def test_the_command_line_does_not_print_every_http_request():
 
     setup_logging()
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("presidio-analyzer").getEffectiveLevel() == logging.ERROR
     setup_logging(verbose=True)
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
     setup_logging()
