@@ -9,8 +9,9 @@ with each cached study so that model outputs map back onto the canonical (ingest
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -57,15 +58,14 @@ class GridPlan:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> GridPlan:
+    def from_json(cls, data: Mapping[str, Any]) -> GridPlan:
         d = dict(data)
-        for key in ("spacing_xyz_mm", "size_xyz", "clip_hu"):
-            d[key] = tuple(d[key])  # type: ignore[arg-type]
-        d["size_xyz"] = tuple(int(v) for v in d["size_xyz"])  # type: ignore[union-attr]
-        d["spacing_xyz_mm"] = tuple(float(v) for v in d["spacing_xyz_mm"])  # type: ignore[union-attr]
+        d["size_xyz"] = tuple(int(v) for v in d["size_xyz"])
+        d["spacing_xyz_mm"] = tuple(float(v) for v in d["spacing_xyz_mm"])
+        d["clip_hu"] = tuple(d["clip_hu"])
         # Plans written before windows existed have no key: one z-scored channel, as they were trained.
-        d["windows_hu"] = tuple((float(lo), float(hi)) for lo, hi in d.get("windows_hu", ()))  # type: ignore[union-attr]
-        return cls(**d)  # type: ignore[arg-type]
+        d["windows_hu"] = tuple((float(lo), float(hi)) for lo, hi in d.get("windows_hu", ()))
+        return cls(**d)
 
 
 def body_mask(hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
@@ -104,7 +104,7 @@ def body_extent_mm(hu: np.ndarray, affine: np.ndarray, threshold_hu: float = -50
     return world.max(1) - world.min(1) + spacing
 
 
-def grid_affine(plan: GridPlan, center_world: Sequence[float]) -> np.ndarray:
+def grid_affine(plan: GridPlan, center_world: Sequence[float] | np.ndarray) -> np.ndarray:
     """Axis-aligned RAS+ affine of the model grid whose centre lies at ``center_world``."""
     spacing = np.asarray(plan.spacing_xyz_mm, dtype=np.float64)
     size = np.asarray(plan.size_xyz, dtype=np.float64)

@@ -20,7 +20,8 @@ TOY_FINDINGS = ("Lung nodule", "Cardiomegaly", "Pleural effusion")
 def _ellipsoid(
     grid: tuple[np.ndarray, ...], center: tuple[float, ...], radii: tuple[float, ...]
 ) -> np.ndarray:
-    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radii, strict=True)) <= 1.0
+    total: np.ndarray = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radii, strict=True))  # type: ignore[assignment]
+    return total <= 1.0
 
 
 def toy_study(

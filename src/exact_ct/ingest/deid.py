@@ -228,14 +228,15 @@ def build_analyzer(custom: bool = True) -> Any:
         def load(self) -> None:
             nlp = spacy.blank("en")
             nlp.max_length = 10**8  # a tokenizer only: no parser/NER memory to guard against
-            self.nlp = {"en": nlp}
+            self.nlp = {"en": nlp}  # type: ignore[assignment]  # presidio annotates it None until load()
 
     engine = _BlankSpacy(models=[{"lang_code": "en", "model_name": "blank"}])
     engine.load()
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
-    for name in {r.name for r in registry.recognizers} - set(_PRESIDIO_BUILTIN):
-        registry.remove_recognizer(name)
+    loaded = {r.name for r in registry.recognizers}  # type: ignore[has-type]  # presidio leaves it untyped
+    for extra in loaded - set(_PRESIDIO_BUILTIN):
+        registry.remove_recognizer(extra)
     for entity, name, pattern, score, case_sensitive in _CUSTOM_PATTERNS if custom else ():
         flags = regex.M | regex.S | (0 if case_sensitive else regex.I)
         registry.add_recognizer(

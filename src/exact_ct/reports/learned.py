@@ -325,9 +325,9 @@ def read_manual_labels(
     with open(table.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, delimiter=table.delimiter)
         next(reader)
-        for row in reader:
-            if len(row) == len(table.header):
-                by_line[reader.line_num] = [row[i].strip() for i in cols]
+        for cells_read in reader:
+            if len(cells_read) == len(table.header):
+                by_line[reader.line_num] = [cells_read[i].strip() for i in cols]
     ids, texts, truth = [], [], []
     quarantined: list[Quarantined] = []
     for row in table:

@@ -8,6 +8,7 @@ inside the abnormality's organ region and return the voxels they changed as the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from exact_ct.synth.anatomy import (
     Patient,
     Structural,
 )
-from exact_ct.synth.shapes import ball_index, segment, smooth_noise
+from exact_ct.synth.shapes import Point, ball_index, segment, smooth_noise
 
 
 def _sig(v: float) -> float:
@@ -359,8 +360,8 @@ def _spots(
 
 
 def paint_coronary(rng: np.random.Generator, an: Anatomy) -> tuple[np.ndarray, dict[str, object]]:
-    hx, hy, hz = an.info["heart_centre"]  # type: ignore[misc]
-    rx, ry, rz = an.info["heart_radii"]  # type: ignore[misc]
+    hx, hy, hz = cast(Point, an.info["heart_centre"])
+    rx, ry, rz = cast(Point, an.info["heart_radii"])
     ang = float(an.info["heart_angle"])  # type: ignore[arg-type]
     centres = []
     n = int(rng.integers(1, 10))
@@ -393,7 +394,7 @@ def paint_medical_material(rng: np.random.Generator, an: Anatomy) -> tuple[np.nd
     body = an.organs > 0
     region = np.zeros_like(body)
     a_c, b_c, y_c = (float(an.info[k]) for k in ("a_c", "b_c", "y_c"))  # type: ignore[arg-type]
-    hx, hy, hz = an.info["heart_centre"]  # type: ignore[misc]
+    hx, hy, hz = cast(Point, an.info["heart_centre"])
     z_car = float(an.info["z_car"])  # type: ignore[arg-type]
     metal = 3071.0
 

@@ -311,11 +311,11 @@ def build_anatomy(
         else:
             m = outer & ((organs[s2] == LUNG_L) | (organs[s2] == LUNG_R) | (organs[s2] == AIRWAY))
         hu[s2][m] = np.where(dist[m] <= b.radius, -1000.0, 30.0)
-        for name, lobes, kind in (
+        for name, affected_lobes, kind in (
             ("Bronchiectasis", st.bronchiectasis_lobes, "outer"),
             ("Peribronchial thickening", st.peribronchial_lobes, "wall"),
         ):
-            if b.lobe in lobes and b.depth >= 1:
+            if b.lobe in affected_lobes and b.depth >= 1:
                 mask = m & (dist > b.radius) if kind == "wall" else m
                 acc = airway_lesion.setdefault(name, np.zeros(shape, dtype=bool))
                 acc[s2] |= mask

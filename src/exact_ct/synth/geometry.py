@@ -6,24 +6,44 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
+@dataclass(frozen=True)
+class SynthProfile:
+    """Acquisition ranges of one synth profile.
+
+    Attributes:
+        matrix: in-plane matrix (rows = columns).
+        pixel_mm: range of the in-plane pixel size; the field of view follows the patient.
+        slice_mm: (slice spacings, their probabilities) of the diagnostic series.
+        thick_factor: multiples of the slice spacing a thick reconstruction may use.
+        noise_hu: range of the quantum noise standard deviation for an average patient.
+    """
+
+    matrix: int
+    pixel_mm: tuple[float, float]
+    slice_mm: tuple[tuple[float, ...], tuple[float, ...]]
+    thick_factor: tuple[int, ...]
+    noise_hu: tuple[float, float]
+
+
 #: Acquisition profiles. ``demo`` is a downsampled scanner (coarse pixels, few slices) so that a hundred
 #: studies synthesise in about a minute on two cores; ``realistic`` matches clinical chest CT.
-PROFILES: dict[str, dict[str, object]] = {
-    "demo": {
-        "matrix": 128,
-        "pixel_mm": (2.6, 3.4),
+PROFILES: dict[str, SynthProfile] = {
+    "demo": SynthProfile(
+        matrix=128,
+        pixel_mm=(2.6, 3.4),
         # weighted towards thicker slices to keep a study near 2 MB of DICOM
-        "slice_mm": ((2.5, 3.0, 4.0, 5.0), (0.1, 0.25, 0.35, 0.3)),
-        "thick_factor": (2,),
-        "noise_hu": (6.0, 16.0),
-    },
-    "realistic": {
-        "matrix": 512,
-        "pixel_mm": (0.6, 0.9),
-        "slice_mm": ((1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0), (0.3, 0.15, 0.15, 0.15, 0.1, 0.1, 0.05)),
-        "thick_factor": (3, 4, 5),
-        "noise_hu": (12.0, 35.0),
-    },
+        slice_mm=((2.5, 3.0, 4.0, 5.0), (0.1, 0.25, 0.35, 0.3)),
+        thick_factor=(2,),
+        noise_hu=(6.0, 16.0),
+    ),
+    "realistic": SynthProfile(
+        matrix=512,
+        pixel_mm=(0.6, 0.9),
+        slice_mm=((1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0), (0.3, 0.15, 0.15, 0.15, 0.1, 0.1, 0.05)),
+        thick_factor=(3, 4, 5),
+        noise_hu=(12.0, 35.0),
+    ),
 }
 
 

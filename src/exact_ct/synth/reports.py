@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -138,8 +139,8 @@ def _present(rng: np.random.Generator, name: str, f: Facts) -> str:
             ],
         )
     if name == "Lymphadenopathy":
-        stations = f.get("stations") or ("mediastinal",)
-        st = " and ".join(str(s) for s in stations)  # type: ignore[union-attr]
+        stations = cast("tuple[str, ...]", f.get("stations") or ("mediastinal",))
+        st = " and ".join(str(s) for s in stations)
         return _pick(
             rng,
             [

@@ -170,11 +170,11 @@ def render_study(
     study_time = f"{int(rng.integers(7, 20)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
 
     # acquisition geometry
-    n = int(prof["matrix"])  # type: ignore[call-overload]
-    lo, hi = prof["pixel_mm"]  # type: ignore[misc]
+    n = prof.matrix
+    lo, hi = prof.pixel_mm
     fov = 2 * patient.half_width * 1.07 + rng.uniform(30, 110)
     pixel = round(float(np.clip(fov / n, lo, hi)), 4)
-    choices, weights = prof["slice_mm"]  # type: ignore[misc]
+    choices, weights = prof.slice_mm
     sz = float(rng.choice(choices, p=weights))
     z_lo = -rng.uniform(25.0, 45.0)
     z_hi = patient.lung_height + rng.uniform(0.0, 15.0)
@@ -221,14 +221,14 @@ def render_study(
     # partial-volume blur, then quantum noise
     sigma = (0.55, 0.55, 0.4 if sz <= 2.5 else 0.3)
     hu = ndimage.gaussian_filter(an.hu, sigma)
-    lo_n, hi_n = prof["noise_hu"]  # type: ignore[misc]
+    lo_n, hi_n = prof.noise_hu
     noise_sd = rng.uniform(lo_n, hi_n) * (patient.half_width / 165.0)
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_sd)
     hu_i16 = np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
 
     plan = SeriesPlan(
         scout=bool(rng.random() < 0.5),
-        thick_factor=int(rng.choice(prof["thick_factor"])) if rng.random() < 0.35 else 0,  # type: ignore[arg-type]
+        thick_factor=int(rng.choice(prof.thick_factor)) if rng.random() < 0.35 else 0,
         layout=str(rng.choice(["nested", "flat", "by_series"])),
         feet_first_numbering=bool(rng.random() < 0.3),
         main_kernel=str(rng.choice(["B70f", "LUNG", "Br64", "FC51"])),
