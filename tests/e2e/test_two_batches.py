@@ -51,3 +51,48 @@ def test_two_batches_through_prefect_and_dvc(two_batch_demo: dict[str, Any]) -> 
     # finetune@<task> is downstream work the flow leaves to `dvc repro`; the retrain chain must be clean.
     status = subprocess.run([str(BIN / "dvc"), "status", "--quiet", "--with-deps", "publish"], cwd=ws)
     assert status.returncode == 0
+
+
+@pytest.mark.slow
+def test_each_run_is_a_git_commit_and_dvc_shows_the_headline_metrics(two_batch_demo: dict[str, Any]) -> None:
+    ws: Path = two_batch_demo["ws"]
+    first, second = two_batch_demo["results"]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ws, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    decision = second["summary"]["publish"]
+    gate = f"promoted as {decision['version']}" if decision["promoted"] else decision["status"]
+    assert git("log", "--format=%s").splitlines()[:2] == [
+        f"retrain: batches e2e-b2; gate {gate}",
+        "retrain: batches e2e-b1; gate promoted as 0.1.0",
+    ]
+    assert first["git"]["commit"] == git("rev-parse", "HEAD~1") and second["git"]["commit"] == git(
+        "rev-parse", "HEAD"
+    )
+    assert git("rev-list", "-n1", "exact-ct@v0.1.0") == first["git"]["commit"]
+    # what DVC and the flow wrote is committed; checkpoints and cached outputs are not in git
+    assert git("status", "--porcelain", "--", "dvc.lock", "params.yaml", "data", "reports") == ""
+    tracked = git("ls-files").splitlines()
+    assert "reports/publish/metrics.json" in tracked and "reports/evaluate/metrics.json" in tracked
+    assert not [
+        p for p in tracked if p.startswith(("data/checkpoints/", "models/c", "models/r")) or p.endswith(".pt")
+    ]
+    package = json.loads((ws / "models" / "registry" / "0.1.0" / "package.json").read_text())
+    assert package["git_revision"] == git("rev-parse", "HEAD~2")  # the commit the first run started from
+    # the default views list the headline metrics only
+    shown = subprocess.run(
+        [str(BIN / "dvc"), "metrics", "show", "--json"], cwd=ws, capture_output=True, text=True, check=True
+    )
+    metrics = json.loads(shown.stdout)
+    files = next(iter(metrics.values()))["data"]
+    assert (
+        list(files) == ["reports/publish/metrics.json"]
+        and len(files["reports/publish/metrics.json"]["data"]) == 8
+    )
+    diff = subprocess.run(
+        [str(BIN / "dvc"), "metrics", "diff", "HEAD~1", "--json"], cwd=ws, capture_output=True, text=True
+    )
+    assert diff.returncode == 0 and "test_macro_auroc" in diff.stdout
