@@ -392,8 +392,11 @@ def write_segs(
         "segments": [ORGANS[i] for i in sorted(ORGANS) if i],
         "frames": int(seg.NumberOfFrames),
     }
+    # a region that no source pixel samples (it cannot happen on ingest's grid) gets no segment
+    found = [(n, f) for n, f in zip(names, frames[1:], strict=True) if f.any()]
+    names = [n for n, _ in found]
     if names:
-        stack = np.stack(frames[1:], axis=-1).astype(bool)  # (frames, rows, columns, findings)
+        stack = np.stack([f for _, f in found], axis=-1).astype(bool)  # (frames, rows, columns, findings)
         keep = np.flatnonzero(stack.any(axis=(1, 2, 3)))  # only the images a region touches
         images = [series.datasets[i] for i in keep]
         segs = [finding_segment(n + 1, name, version) for n, name in enumerate(names)]

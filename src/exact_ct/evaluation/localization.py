@@ -10,6 +10,9 @@ from scipy import ndimage
 
 from exact_ct.schema import ORGANS
 
+# one Dice (MONAI compute_dice), shared with training
+from exact_ct.training.metrics import dice
+
 
 def peak_index(score_map: np.ndarray) -> tuple[int, ...]:
     """Voxel index of the map's maximum (first in C order on ties, so the result is deterministic)."""
@@ -52,21 +55,6 @@ def topk_mask(score_map: np.ndarray, percent: float, region: np.ndarray | None =
     order = np.argsort(-m.ravel()[flat_idx], kind="stable")[:k]
     out.ravel()[flat_idx[order]] = True
     return out
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Dice of two binary masks (MONAI's ``compute_dice``); ``None`` when both are empty."""
-    import torch
-    from monai.metrics import compute_dice
-
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"dice: masks of shape {a.shape} and {b.shape}")
-    if not (a.any() or b.any()):
-        return None
-    # uint8 views: MONAI sums them several times faster than bool tensors (no copy of the masks)
-    pred, ref = (torch.from_numpy(np.ascontiguousarray(m).view(np.uint8))[None, None] for m in (a, b))
-    return float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
 
 
 def localize_one(

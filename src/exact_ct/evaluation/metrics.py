@@ -8,7 +8,6 @@ ties included) because 1000 replicates x 18 columns of ``roc_auc_score`` calls w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,9 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+# one copy of the macro mean, shared with training (callers use metrics.macro)
+from exact_ct.training.metrics import macro
 
 
 def _valid(y: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -185,14 +187,6 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
         if m.any():
             ece += m.mean() * abs(y[m].mean() - p[m].mean())
     return float(ece)
-
-
-def macro(values: dict[str, Any]) -> float | None:
-    """Mean of the defined (non-None, non-NaN) values; ``None`` when none is defined."""
-    vals = [
-        float(v) for v in values.values() if v is not None and not (isinstance(v, float) and math.isnan(v))
-    ]
-    return float(np.mean(vals)) if vals else None
 
 
 def curves(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]] | None:
