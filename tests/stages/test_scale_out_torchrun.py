@@ -106,11 +106,6 @@ def test_two_processes_under_torchrun_write_one_package_equal_to_the_single_proc
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the training config hash (config_hash) leaves out the world size: a finished checkpoint of another "
-    "train_nproc_per_node is resumed at its end and its weights are published unchanged",
-)
 def test_changing_the_number_of_processes_retrains_instead_of_resuming(runs, tmp_path):
     import shutil
 

@@ -113,3 +113,11 @@ def test_macro_skips_undefined_values_and_is_none_without_any() -> None:
         "x": [None, 1.0],
         "y": {"z": None},
     }
+
+
+def test_checkpoint_every_steps_zero_means_epoch_ends_only() -> None:
+    from exact_ct.config import from_dict
+    from exact_ct.training.config import TrainConfig
+
+    cfg = from_dict(TrainConfig, {"profile": "p", "profiles": {"p": {"checkpoint_every_steps": 0}}}, "train")
+    assert cfg.active().checkpoint_every_steps == 0

@@ -63,7 +63,7 @@ class TrainProfile:
         threads: torch CPU threads (``torch.set_num_threads``).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         amp: mixed precision on CUDA: ``bf16``, ``fp16`` or ``none`` (ignored on CPU).
-        checkpoint_every_steps: steps between mid-epoch checkpoints (an epoch end always checkpoints).
+        checkpoint_every_steps: steps between mid-epoch checkpoints (0: none; an epoch end always checkpoints).
         pseudo_mask_start: probability, at epoch 0, of confining the MIL pooling with the pseudo masks
             instead of the predicted organs; decays linearly to 0 over ``pseudo_mask_epochs``.
         pseudo_mask_epochs: length of that decay.
@@ -90,7 +90,7 @@ class TrainProfile:
     threads: PositiveInt = 2
     device: str = "auto"
     amp: str = "bf16"
-    checkpoint_every_steps: PositiveInt = 25
+    checkpoint_every_steps: NonNegativeInt = 25
     pseudo_mask_start: Share = 1.0
     pseudo_mask_epochs: NonNegativeInt = 4
     cache_in_memory: bool = True

@@ -4,7 +4,8 @@ epoch, then a model package from the selected weights.
 
 Data order and augmentation are functions of (seed, epoch, index), so a resumed run sees exactly the
 batches the killed run would have seen next (the resume contract is the Trainer's). The config hash that
-decides whether ``last.pt`` is resumed covers the profile, the data version and the seed.
+decides whether ``last.pt`` is resumed covers the profile, the data version, the seed and the number of
+processes.
 """
 
 from __future__ import annotations
@@ -47,12 +48,7 @@ from exact_ct.training.data import (
     StudyDataset,
     collate,
 )
-from exact_ct.training.trainer import (
-    BEST,
-    LAST,
-    Interrupted,
-    LoopOptions,
-    Trainer,
+from exact_ct.training.runtime import (
     autocast,
     config_hash,
     finish_distributed,
@@ -60,6 +56,7 @@ from exact_ct.training.trainer import (
     seed_everything,
     setup_distributed,
 )
+from exact_ct.training.trainer import BEST, LAST, Interrupted, LoopOptions, Trainer
 
 __all__ = ["BEST", "LAST", "ExactTrainer", "Interrupted", "finish_distributed", "step_losses", "train"]
 
@@ -256,7 +253,7 @@ class ExactTrainer(Trainer):
             scheduler=scheduler,
             dist=dist_info,
             checkpoints_dir=checkpoints_dir,
-            config_hash=config_hash(profile, seed, self.data_version),
+            config_hash=config_hash(profile, seed, self.data_version, dist_info.world),
             reports_dir=reports_dir,
         )
         self.exact_net = net  # self.net typed as the Trainer's Module

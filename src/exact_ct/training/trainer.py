@@ -24,24 +24,25 @@ scratch rather than mixing two experiments.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import os
-import random
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
-from exact_ct.io import write_bytes_atomic
 from exact_ct.logs import progress
-from exact_ct.model.package import torch_bytes
+from exact_ct.training.runtime import (
+    DistInfo,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    update_ema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,145 +59,6 @@ class Batches(Protocol):
 
 class Interrupted(RuntimeError):
     """Raised by the test hook ``stop_after_steps`` to simulate a kill right after a checkpoint."""
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: torch.device) -> DistInfo:
-    """Initialise torch.distributed when launched by ``torchrun`` (WORLD_SIZE > 1), else single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    if device.type == "cuda":  # each rank owns one GPU before NCCL starts (else all share cuda:0)
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(
-        rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0"))
-    )
-
-
-def finish_distributed() -> None:
-    """Tear down the process group ``setup_distributed`` started (torchrun runs), if any."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    else:  # fixed input size: let cuDNN pick the fastest convolution algorithms once
-        torch.backends.cudnn.benchmark = True
-
-
-def config_hash(profile: Any, seed: int, data_version: str) -> str:
-    """16 hex digits identifying an experiment: the (dataclass) profile, the seed and the data version."""
-    blob = json.dumps(
-        {"profile": dataclasses.asdict(profile), "seed": seed, "data": data_version},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warm-up then cosine decay to 5 % of the peak."""
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return f
-
-
-@torch.no_grad()
-def update_ema(ema: dict[str, torch.Tensor], net: torch.nn.Module, decay: float, step: int) -> None:
-    """One step of the exponential moving average of the weights. The decay ramps up as
-    ``(1 + step) / (10 + step)`` to ``decay``, so the first steps do not anchor it to the initial weights."""
-    d = min(decay, (1.0 + step) / (10.0 + step))
-    for key, value in net.state_dict().items():
-        if value.is_floating_point():
-            ema[key].mul_(d).add_(value.detach(), alpha=1.0 - d)
-        else:
-            ema[key].copy_(value)
-
-
-def autocast(device: torch.device, amp: str) -> Any:
-    """Mixed precision on CUDA (``bf16`` / ``fp16``); a disabled context on CPU or with ``none``."""
-    if device.type != "cuda" or amp == "none":
-        return torch.autocast(device_type="cpu", enabled=False)
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    write_bytes_atomic(path, torch_bytes(obj))
-
-
-def _rng_state() -> dict[str, Any]:
-    """The three generators' states as tensors and plain values only, so that a checkpoint loads with
-    ``torch.load(weights_only=True)`` (numpy's key array would need unpickling numpy globals)."""
-    np_state = np.random.get_state(legacy=False)
-    np_plain = {
-        "bit_generator": str(np_state["bit_generator"]),
-        "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
-        "pos": int(np_state["state"]["pos"]),
-        "has_gauss": int(np_state["has_gauss"]),
-        "gauss": float(np_state["gauss"]),
-    }
-    return {"torch": torch.get_rng_state(), "numpy": np_plain, "python": random.getstate()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    s = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": s["bit_generator"],
-            "state": {"key": s["key"].numpy().astype(np.uint32), "pos": s["pos"]},
-            "has_gauss": s["has_gauss"],
-            "gauss": s["gauss"],
-        }
-    )
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A training checkpoint, loaded weights-only: tensors and plain containers, never pickled code.
-
-    A checkpoint holding anything else (tampered, or written before checkpoints were weights-only)
-    is refused with an error naming the file instead of being unpickled.
-    """
-    import pickle
-
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise RuntimeError(
-            f"{path}: refused: not a weights-only checkpoint (it holds pickled objects other than tensors "
-            f"and plain values: tampered, or written by an older version). Delete it to train from scratch. "
-            f"({str(e).splitlines()[0][:200]})"
-        ) from None
 
 
 def live_log(live: Any, record: dict[str, Any]) -> None:
@@ -424,14 +286,14 @@ class Trainer:
         """Write ``last.pt`` (main rank, when there is a checkpoints folder)."""
         if not self.dist.main or self.checkpoints_dir is None:
             return
-        _save_atomic(
+        save_atomic(
             {
                 "config_hash": self.config_hash,
                 "model": self.net.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 **({"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}),
                 "scaler": self.scaler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 **({"ema": self.ema} if self.ema is not None else {}),
                 **self.state.as_dict(),
             },
@@ -452,7 +314,7 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         if self.ema is not None:
             self.ema = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
         self.state = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState)})
@@ -479,7 +341,7 @@ class Trainer:
             return
         self.state.best, self.state.best_epoch = score, epoch
         if self.checkpoints_dir is not None:
-            _save_atomic(
+            save_atomic(
                 {"model": net.state_dict(), "epoch": epoch, "config_hash": self.config_hash},
                 self.checkpoints_dir / BEST,
             )
