@@ -226,11 +226,12 @@ def evaluate(
     """
     import torch
 
+    from exact_ct.devices import choose_device
     from exact_ct.model.package import load_package
 
     torch.set_num_threads(max(1, cfg.threads))
     dataset_dir, out = Path(dataset_dir), Path(out)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(choose_device(cfg.device))
     cfg = replace(cfg, device=device)  # evaluate_study runs on the resolved device, never on "auto"
     package = load_package(model_dir, device)
     index = load_index(dataset_dir)

@@ -204,15 +204,6 @@ def prepare_home(cfg: TotalSegConfig) -> dict[str, str]:
     }
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> "gpu" when torch sees CUDA, else "cpu" (TotalSegmentator's own device names)."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "gpu" if torch.cuda.is_available() else "cpu"
-
-
 SegmentFn = Callable[..., Any]
 
 
@@ -237,6 +228,8 @@ def run_totalsegmentator(
     """
     import nibabel as nib
 
+    from exact_ct.devices import totalsegmentator_device
+
     cfg = cfg or TotalSegConfig()
     env = prepare_home(cfg)
     check_weights(cfg)
@@ -249,7 +242,7 @@ def run_totalsegmentator(
         task="total",
         roi_subset=list(ROI_SUBSET),
         fast=cfg.fast,
-        device=resolve_device(cfg.device),
+        device=totalsegmentator_device(cfg.device),
         quiet=True,
         report=str(report_path),
     )
