@@ -21,8 +21,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-# one copy of the macro mean, shared with training (callers use metrics.macro)
-from exact_ct.training.metrics import macro
+# one copy of the macro mean and of the threshold choice, shared with training (callers use metrics.X)
+from exact_ct.training.metrics import choose_thresholds, macro
 
 
 def _valid(y: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -112,41 +112,6 @@ def bootstrap_auroc(
         if len(macro_rep):
             macro_ci = [float(np.quantile(macro_rep, alpha)), float(np.quantile(macro_rep, 1 - alpha))]
     return out, macro_ci
-
-
-def choose_thresholds(
-    y: np.ndarray,
-    p: np.ndarray,
-    names: Sequence[str],
-    valid: np.ndarray | None = None,
-    method: str = "youden",
-) -> dict[str, float]:
-    """Decision threshold per column, chosen on the split given (call it with the VALIDATION split).
-
-    ``youden`` maximises sensitivity + specificity - 1 on the ROC curve; ``f1`` maximises F1 on the
-    precision-recall curve. A column without both classes gets 0.5 (nothing to choose from).
-    """
-    y = np.asarray(y)
-    p = np.asarray(p, dtype=np.float64)
-    valid = _valid(y, valid)
-    out: dict[str, float] = {}
-    for j, name in enumerate(names):
-        yy, pp = y[valid[:, j], j], p[valid[:, j], j]
-        if not _both_classes(yy):
-            out[name] = 0.5
-            continue
-        if method == "youden":
-            fpr, tpr, thr = roc_curve(yy, pp)
-            best = int(np.argmax(tpr - fpr))
-            out[name] = float(min(1.0, thr[best]))
-        elif method == "f1":
-            prec, rec, thr = precision_recall_curve(yy, pp)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)[:-1]
-            out[name] = float(thr[int(np.argmax(f1))])
-        else:
-            raise ValueError(f"unknown threshold method {method!r}")
-    return out
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | int | None]:

@@ -339,7 +339,7 @@ class ExactTrainer(Trainer):
         profile, val_ds = self.profile, self.val_ds
         ev = evaluate_split(self.exact_net, self.pool, val_ds, profile.pooling.k_test, self.device, self.amp)
         valid = val_ds.uncertain < 0.5
-        thresholds = M.youden_thresholds(val_ds.labels, ev["probs"], valid)
+        thresholds = M.choose_thresholds(val_ds.labels, ev["probs"], valid=valid)
         f1 = M.f1_at(val_ds.labels, ev["probs"], thresholds, valid)
         metrics = {
             "selected": profile.select,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from exact_ct.schema import ABNORMALITIES
 
@@ -33,21 +33,39 @@ def macro(values: dict[str, Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def youden_thresholds(y: np.ndarray, p: np.ndarray, valid: np.ndarray | None = None) -> dict[str, float]:
-    """Threshold per abnormality maximising Youden's J (sensitivity + specificity - 1) on validation.
+def choose_thresholds(
+    y: np.ndarray,
+    p: np.ndarray,
+    names: Sequence[str] = ABNORMALITIES,
+    valid: np.ndarray | None = None,
+    method: str = "youden",
+) -> dict[str, float]:
+    """Decision threshold per column, chosen on the split given (call it with the VALIDATION split).
 
-    Abnormalities without both classes fall back to 0.5.
+    ``youden`` maximises sensitivity + specificity - 1 on the ROC curve; ``f1`` maximises F1 on the
+    precision-recall curve. A column without both classes gets 0.5 (nothing to choose from). Training
+    stores the Youden thresholds in the package; evaluation may choose again with either method.
     """
+    y = np.asarray(y)
+    p = np.asarray(p, dtype=np.float64)
     valid = np.ones_like(y, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     out: dict[str, float] = {}
-    for j, name in enumerate(ABNORMALITIES):
+    for j, name in enumerate(names):
         yy, pp = y[valid[:, j], j], p[valid[:, j], j]
-        if len(np.unique(yy)) < 2:
+        if len(np.unique(yy)) != 2:
             out[name] = 0.5
             continue
-        fpr, tpr, thr = roc_curve(yy, pp)
-        best = int(np.argmax(tpr - fpr))
-        out[name] = float(min(1.0, thr[best]))
+        if method == "youden":
+            fpr, tpr, thr = roc_curve(yy, pp)
+            best = int(np.argmax(tpr - fpr))
+            out[name] = float(min(1.0, thr[best]))
+        elif method == "f1":
+            prec, rec, thr = precision_recall_curve(yy, pp)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)[:-1]
+            out[name] = float(thr[int(np.argmax(f1))])
+        else:
+            raise ValueError(f"unknown threshold method {method!r}")
     return out
 
 
