@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-#: The 18 CT-RATE abnormalities, spelled and ordered exactly as in CT-RATE (DESIGN.md section 4).
+#: The 18 CT-RATE abnormalities, spelled and ordered exactly as in CT-RATE; a fixed contract of the pipeline.
 ABNORMALITIES: tuple[str, ...] = (
     "Medical material",
     "Arterial wall calcification",

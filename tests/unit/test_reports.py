@@ -27,7 +27,7 @@ def labels(labeller: ReportLabeller, text: str) -> dict[str, int]:
 @pytest.mark.parametrize(
     "text",
     [
-        "FINDINGS: No pleural effusion.",  # header inline with the text (SETUP-NOTES: default rules failed)
+        "FINDINGS: No pleural effusion.",  # header inline with the text (medspacy's default section rules missed it)
         "FINDINGS:\nNo pleural effusion.",
         "Pleural effusion-thickening was not detected in both hemithorax.",
         "There is no evidence of pleural effusion.",
