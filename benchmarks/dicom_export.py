@@ -3,9 +3,10 @@
 A synthetic ``realistic``-profile study (512 x 512 images) is written as DICOM and ingested exactly as
 `exact infer` ingests it; its true organ map and true lesion masks (on the canonical grid, as the model's
 outputs are) are then exported with :func:`exact_ct.evaluation.dicom_export.write_segs`, which is the
-step `exact infer` adds for a DICOM series (the SR is a few kB and takes no measurable time). Prints the
-series size, the export time, and the size and frame count of each SEG, and checks that every SEG pixel
-equals the organ label at its source pixel.
+step `exact infer` adds for a DICOM series (the SR is a few kB and takes no measurable time), once
+uncompressed and once JPEG 2000 lossless (``--dicom-jpeg2000``). Prints the series size, the export times,
+the size and frame count of each SEG, and checks that every pixel of the JPEG 2000 organ SEG equals the
+organ label at its source pixel.
 """
 
 from __future__ import annotations
@@ -48,18 +49,23 @@ def main() -> int:
             return 1
         source = find_source_series(t / "work" / "drop", str(row["series_uid_hash"]), cfg)
         print(f"series: {len(source.datasets)} images of 512 x 512, canonical grid {hu.shape}")
-        out = t / "out"
-        out.mkdir()
-        t0 = time.perf_counter()
-        summary = write_segs(out, source, study.organs, dict(study.lesions), affine, "benchmark")
-        seconds = time.perf_counter() - t0
-        print(f"SEG export: {seconds:.1f} s ({len(study.lesions)} lesion masks: {', '.join(study.lesions)})")
-        for name in (ORGANS_SEG, FINDINGS_SEG):
-            p = out / name
-            if p.exists():
-                ds = pydicom.dcmread(p, stop_before_pixels=True)
-                print(f"{name}: {p.stat().st_size / 1e6:.1f} MB, {int(ds.NumberOfFrames)} frames")
-        print(f"max offset {summary['max_offset_voxels']} voxels")
+        print(f"{len(study.lesions)} lesion masks: {', '.join(study.lesions)}")
+        for jpeg2000 in (False, True):
+            out = t / ("j2k" if jpeg2000 else "plain")
+            out.mkdir()
+            t0 = time.perf_counter()
+            summary = write_segs(
+                out, source, study.organs, dict(study.lesions), affine, "benchmark", jpeg2000=jpeg2000
+            )
+            seconds = time.perf_counter() - t0
+            kind = "JPEG 2000 lossless" if jpeg2000 else "Explicit VR Little Endian"
+            print(f"{kind}: SEG export {seconds:.1f} s, max offset {summary['max_offset_voxels']} voxels")
+            for name in (ORGANS_SEG, FINDINGS_SEG):
+                p = out / name
+                if p.exists():
+                    ds = pydicom.dcmread(p, stop_before_pixels=True)
+                    print(f"  {name}: {p.stat().st_size / 1e6:.1f} MB, {int(ds.NumberOfFrames)} frames")
+        out = t / "j2k"
         seg = hd.seg.segread(out / ORGANS_SEG)
         uids = [str(ds.SOPInstanceUID) for ds in source.datasets]
         got = seg.get_pixels_by_source_instance(uids, combine_segments=True, relabel=False)

@@ -150,6 +150,42 @@ def test_finding_regions_reference_only_the_images_they_touch(tmp_path: Path) ->
     assert int(seg.pixel_array.sum()) == int(nodule.sum())
 
 
+def test_jpeg2000_segs_hold_the_same_pixels(tmp_path: Path) -> None:
+    datasets = _series([0, 1, 0, -1, 0, 0], n=5, rows=40, cols=36, spacing=(0.7, 0.9), step=2.0)
+    organs, affine = _canonical_grid(datasets)
+    region = organs == 3
+    for name, j2k in (("plain", False), ("j2k", True)):
+        (tmp_path / name).mkdir()
+        write_segs(
+            tmp_path / name,
+            SourceSeries(tuple(datasets)),
+            organs,
+            {"Atelectasis": region},
+            affine,
+            "t",
+            jpeg2000=j2k,
+        )
+    uids = [ds.SOPInstanceUID for ds in datasets]
+    for f in (ORGANS_SEG, FINDINGS_SEG):
+        plain, j2k = (hd.seg.segread(tmp_path / n / f) for n in ("plain", "j2k"))
+        assert j2k.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+        refs = [
+            u
+            for u in uids
+            if u
+            in {
+                r.ReferencedSOPInstanceUID
+                for r in plain.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+            }
+        ]
+        np.testing.assert_array_equal(
+            j2k.get_pixels_by_source_instance(refs, combine_segments=True, relabel=False),
+            plain.get_pixels_by_source_instance(refs, combine_segments=True, relabel=False),
+        )
+        if shutil.which("dciodvfy"):
+            assert not [ln for ln in _dciodvfy(tmp_path / "j2k" / f) if ln.startswith("Error")]
+
+
 # ------------------------------------------------------------------ `exact infer` on DICOM series
 
 
@@ -197,11 +233,13 @@ def inferred(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, shared_data: Path
 ) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp(request.param)
+    extra: tuple[str, ...] = ()
     if request.param == "real":  # 20 real 512 x 512 slices, JPEG 2000, UIDs added to a copy
         study = _with_uids(shared_data / REAL_SERIES, tmp / "series")
+        extra = ("--dicom-jpeg2000",)  # its SEGs are read back and checked compressed
     else:
         study = _synthetic_series(tmp / "dicom")
-    assert _infer(study, _package(tmp / "model"), tmp / "out") == 0
+    assert _infer(study, _package(tmp / "model"), tmp / "out", *extra) == 0
     return study, tmp / "out"
 
 
@@ -250,6 +288,8 @@ def test_organ_seg_matches_the_organ_map_resampled_by_simpleitk(inferred: tuple[
     assert int(seg.NumberOfFrames) == nonempty
     probs = json.loads((out / "probabilities.json").read_text())
     assert probs["dicom"]["written"] and probs["dicom"]["files"][ORGANS_SEG]["frames"] == nonempty
+    j2k = "1.2.840.10008.1.2.4.90" if out.parent.name.startswith("real") else "1.2.840.10008.1.2.1"
+    assert seg.file_meta.TransferSyntaxUID == j2k
     assert headers[0].SeriesInstanceUID not in (out / "probabilities.json").read_text()  # no UID leaks there
 
 

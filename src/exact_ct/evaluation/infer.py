@@ -104,6 +104,7 @@ def run_infer(
     device: str = "cpu",
     package: Any = None,
     dicom: bool | None = None,
+    dicom_jpeg2000: bool = False,
 ) -> InferResult:
     """Write probabilities.json, organs.nii.gz, anomaly_maps.nii.gz, report.md and overlay.png to ``out_dir``.
 
@@ -112,6 +113,7 @@ def run_infer(
         dicom: also write ``dicom/`` (organ and finding SEGs on the source slices, the report as an SR;
             exact_ct.evaluation.dicom_export). None: when the study is a DICOM series. True on a NIfTI
             study raises ValueError.
+        dicom_jpeg2000: store the SEG frames JPEG 2000 lossless (smaller; not every SEG reader decodes it).
     """
     from exact_ct.evaluation import explain, grounded
     from exact_ct.ingest import IngestConfig
@@ -181,7 +183,17 @@ def run_infer(
         try:
             dicom_summary = {
                 "written": True,
-                **export_dicom(out_dir, source, organs, conf, affine, thresholds, report, pkg.version),
+                **export_dicom(
+                    out_dir,
+                    source,
+                    organs,
+                    conf,
+                    affine,
+                    thresholds,
+                    report,
+                    pkg.version,
+                    jpeg2000=dicom_jpeg2000,
+                ),
             }
         except ExportSkipped as e:
             dicom_summary = {"written": False, "reason": str(e)}
