@@ -58,6 +58,7 @@ bench-quick: $(STAMP)  # the same scripts at their --quick sizes: minutes, for a
 lint: $(STAMP)
 	$(BIN)/ruff check src stages flows tests benchmarks
 	$(BIN)/ruff format --check src stages flows tests benchmarks
+	$(BIN)/mypy src stages flows
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src stages flows tests benchmarks
