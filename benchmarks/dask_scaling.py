@@ -16,12 +16,14 @@ import argparse
 import csv
 import hashlib
 import os
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 REPEAT = 1
@@ -36,31 +38,53 @@ def digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def timed(label: str, fn: Callable[[Path], None], out: Path) -> float:
-    """Seconds of the fastest of REPEAT runs (each into a fresh ``out``): on a shared machine the others'
-    jobs only ever add time."""
-    best = float("inf")
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children that have exited (the process pool's workers)."""
+    return sum(
+        u.ru_utime + u.ru_stime
+        for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+
+
+def _cpu_now() -> float:
+    return time.process_time()
+
+
+def timed(label: str, fn: Callable[[Path], None], out: Path, client: Any = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the fastest of REPEAT runs, each into a fresh ``out``. CPU counts this
+    process, its exited children and, with ``client``, the Dask workers: unlike wall time, other people's
+    jobs on a shared machine do not change it."""
+    best = (float("inf"), float("inf"))
     for _ in range(REPEAT):
         shutil.rmtree(out, ignore_errors=True)
-        t0 = time.perf_counter()
+        workers0 = sum(client.run(_cpu_now).values()) if client is not None else 0.0
+        c0, t0 = _own_cpu(), time.perf_counter()
         fn(out)
-        best = min(best, time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t0, _own_cpu() - c0
+        if client is not None:
+            cpu += sum(client.run(_cpu_now).values()) - workers0
+        best = min(best, (wall, cpu))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"  {label}: {best:.1f} s (load average {load})", file=sys.stderr, flush=True)
+    cpu_text = f", {best[1]:.1f} CPU-s" if client is not None or "processes" in label else ""
+    print(f"  {label}: {best[0]:.1f} s{cpu_text} (load average {load})", file=sys.stderr, flush=True)
     return best
 
 
-def measure(name: str, run: Callable[[Path, int], None], tmp: Path) -> dict[str, float]:
-    """Seconds per configuration: processes 1/2 workers, dask 1/2 workers cold and warm."""
-    from distributed import LocalCluster
+def _bind(run: Callable[[Path, int], None], workers: int) -> Callable[[Path], None]:
+    return lambda out: run(out, workers)
+
+
+def measure(name: str, run: Callable[[Path, int], None], tmp: Path) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds per configuration: processes 1/2 workers, dask 1/2 workers cold and warm."""
+    from distributed import Client, LocalCluster
 
     from exact_ct.parallel import DASK_ENV, ParallelConfig, use_backend
 
-    secs: dict[str, float] = {}
+    secs: dict[str, tuple[float, float]] = {}
     digests: dict[str, str] = {}
     for w in (1, 2):
         out = tmp / f"{name}-processes-{w}"
-        secs[f"processes-{w}"] = timed(f"{name} processes, {w} workers", lambda o, w=w: run(o, w), out)
+        secs[f"processes-{w}"] = timed(f"{name} processes, {w} workers", _bind(run, w), out)
         digests[f"processes-{w}"] = digest(out)
     for w in (1, 2):
         cold = tmp / f"{name}-dask-{w}-cold"
@@ -72,21 +96,17 @@ def measure(name: str, run: Callable[[Path, int], None], tmp: Path) -> dict[str,
         secs[f"dask-{w}-cold"] = timed(f"{name} dask, {w} workers, fresh cluster", cold_run, cold)
         digests[f"dask-{w}-cold"] = digest(cold)
         kw = {"n_workers": w, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
-        with LocalCluster(**kw) as cluster:
+        with LocalCluster(**kw) as cluster, Client(cluster) as client:
             # EXACT_DASK_ADDRESS sends each map to this running cluster
             os.environ[DASK_ENV] = cluster.scheduler_address
             try:
                 for lap in ("first", "warm"):
                     out = tmp / f"{name}-dask-{w}-{lap}"
-                    took = timed(
-                        f"{name} dask, {w} workers, running cluster ({lap} run)",
-                        lambda o, w=w: run(o, w),
-                        out,
-                    )
+                    label = f"{name} dask, {w} workers, running cluster ({lap} run)"
+                    secs[f"dask-{w}-{lap}"] = timed(label, _bind(run, w), out, client)
                     digests[f"dask-{w}-{lap}"] = digest(out)
             finally:
                 del os.environ[DASK_ENV]
-            secs[f"dask-{w}-warm"] = took
     different = sorted(k for k, v in digests.items() if v != digests["processes-1"])
     if different:
         raise SystemExit(f"{name}: outputs differ from the process pool's: {different}")
@@ -144,18 +164,21 @@ def main() -> int:
 
     for name, secs, n, unit in (("parse_reports", lab, args.reports, "reports/s"),
                                 ("pseudo_masks", msk, args.studies, "studies/s")):  # fmt: skip
-        rate = {k: n / v for k, v in secs.items()}
+        rate = {k: n / v[0] for k, v in secs.items()}
         print(
-            f"{name}: processes 1 -> 2 workers {rate['processes-1']:.1f} -> {rate['processes-2']:.1f} {unit}; "
-            f"dask fresh cluster {rate['dask-1-cold']:.1f} -> {rate['dask-2-cold']:.1f}; running cluster "
-            f"{rate['dask-1-warm']:.1f} -> {rate['dask-2-warm']:.1f} (outputs byte-identical)",
+            f"{name}: processes 1 -> 2 workers {rate['processes-1']:.2f} -> {rate['processes-2']:.2f} {unit}; "
+            f"dask fresh cluster {rate['dask-1-cold']:.2f} -> {rate['dask-2-cold']:.2f}; running cluster "
+            f"{rate['dask-1-warm']:.2f} -> {rate['dask-2-warm']:.2f}; per CPU-second: processes "
+            f"{n / secs['processes-2'][1]:.2f}, dask {n / secs['dask-2-warm'][1]:.2f} (outputs byte-identical)",
             file=sys.stderr,
         )
     print(
-        f"dask_scaling: 2 Dask workers (running cluster) {args.reports / lab['dask-2-warm']:.0f} reports/s, "
-        f"{args.studies / msk['dask-2-warm']:.2f} studies/s (ratio {lab['processes-2'] / lab['dask-2-warm']:.2f} "
-        f"and {msk['processes-2'] / msk['dask-2-warm']:.2f} vs the 2-process pool; 1 -> 2 Dask workers "
-        f"x{lab['dask-1-warm'] / lab['dask-2-warm']:.2f} and x{msk['dask-1-warm'] / msk['dask-2-warm']:.2f})"
+        f"dask_scaling: 2 Dask workers (running cluster) {args.reports / lab['dask-2-warm'][0]:.0f} reports/s, "
+        f"{args.studies / msk['dask-2-warm'][0]:.2f} studies/s: 1 -> 2 workers "
+        f"x{lab['dask-1-warm'][0] / lab['dask-2-warm'][0]:.2f} and x{msk['dask-1-warm'][0] / msk['dask-2-warm'][0]:.2f} "
+        f"(process pool x{lab['processes-1'][0] / lab['processes-2'][0]:.2f} and "
+        f"x{msk['processes-1'][0] / msk['processes-2'][0]:.2f}); CPU per item ratio vs the 2-process pool "
+        f"{lab['dask-2-warm'][1] / lab['processes-2'][1]:.2f} and {msk['dask-2-warm'][1] / msk['processes-2'][1]:.2f}"
     )
     return 0
 
