@@ -31,6 +31,14 @@ class SlicePeaks:
         return self._x[lo:hi], self._y[lo:hi]
 
 
+def distance_peaks(d2: np.ndarray, r_min: float) -> np.ndarray:
+    """In-plane local maxima (3 x 3 in the slice) of the distance map ``d2`` of at least ``r_min`` (mm).
+
+    The centres a tube track may step onto: a round section's centre is its distance map's maximum.
+    """
+    return (d2 >= r_min) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+
+
 def track_tube(
     peaks: np.ndarray | SlicePeaks,
     d2: np.ndarray,

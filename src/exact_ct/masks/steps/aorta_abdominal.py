@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
 from exact_ct.masks.hu import UNENHANCED_HU_MAX
 from exact_ct.masks.morph import Spacing, inplane_distance
 from exact_ct.masks.steps.aorta_tracks import BACK_STEP_MM, LUMEN_RADIUS_MIN_MM, MIN_TRACK_MM, best_track
-from exact_ct.masks.tubes import fill_gaps, smooth_chain, tube_discs
+from exact_ct.masks.tubes import distance_peaks, fill_gaps, smooth_chain, tube_discs
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
@@ -59,8 +58,7 @@ def aorta_unenhanced(
     gy = (np.arange(vessel.shape[1])[None, :] - ey) * spacing[1]
     # (in front, the box reaches further: the lumbar lordosis carries the aorta forwards lower down)
     box = (np.abs(gx) <= LOW_AORTA_SEARCH_MM) & (gy >= -LOW_AORTA_SEARCH_MM) & (gy <= LOW_AORTA_AHEAD_MM)
-    peaks = box[:, :, None] & (d2 >= LUMEN_RADIUS_MIN_MM)
-    peaks &= d2 == ndimage.maximum_filter(d2, size=(3, 3, 1))
+    peaks = box[:, :, None] & distance_peaks(d2, LUMEN_RADIUS_MIN_MM)
     r_min, r_max = cfg.aorta_radius_mm
     chain = best_track(
         peaks & (d2 >= r_min) & (d2 <= r_max),

@@ -30,7 +30,15 @@ from exact_ct.masks.steps.aorta_tracks import (
     ascending_limb,
     best_track,
 )
-from exact_ct.masks.tubes import Chain, SlicePeaks, fill_gaps, smooth_chain, track_tube, tube_discs
+from exact_ct.masks.tubes import (
+    Chain,
+    SlicePeaks,
+    distance_peaks,
+    fill_gaps,
+    smooth_chain,
+    track_tube,
+    tube_discs,
+)
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
@@ -80,7 +88,7 @@ def aorta_enhanced(
     if not lumen.any():
         return empty
     d2 = inplane_distance(lumen, spacing)
-    peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    peaks = distance_peaks(d2, LUMEN_RADIUS_MIN_MM)
     r_min, r_max = cfg.aorta_radius_mm
     seeds_ok = peaks & (d2 >= r_min) & (d2 <= r_max)
     # The descending limb stays beside the spine: its track may not run on over the arch into the
@@ -99,8 +107,7 @@ def aorta_enhanced(
     outer = _recentre(chain, d_vessel, spacing)
     zs_chain = sorted(chain)
     z_mid = zs_chain[len(zs_chain) // 2]
-    v_peaks = near & ~bone & (d_vessel >= LUMEN_RADIUS_MIN_MM)
-    v_peaks &= d_vessel == ndimage.maximum_filter(d_vessel, size=(3, 3, 1))
+    v_peaks = near & ~bone & distance_peaks(d_vessel, LUMEN_RADIUS_MIN_MM)
     sx, sy, _ = outer[z_mid]
     v_peaks[sx, sy, z_mid] = True
     # Bridging a slice is allowed only once, and a step down may not jump backwards: below the lungs the
@@ -252,7 +259,7 @@ def ascending_from_above(
         return empty
     lumen = allowed & (hu >= lumen_threshold(blood_hu)) & (hu <= BLOOD_HU_MAX)
     d2 = inplane_distance(lumen, spacing)
-    peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    peaks = distance_peaks(d2, LUMEN_RADIUS_MIN_MM)
     r_min, r_max = cfg.aorta_radius_mm
     k_band = max(1, int(round(HEART_TOP_BAND_MM / spacing[2])))
     best: Chain = {}

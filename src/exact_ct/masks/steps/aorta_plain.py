@@ -50,7 +50,7 @@ from exact_ct.masks.steps.aorta_tracks import (
 )
 from exact_ct.masks.steps.esophagus import fit_esophagus
 from exact_ct.masks.steps.spine import steady_spine
-from exact_ct.masks.tubes import Chain, SlicePeaks, track_tube, tube_discs
+from exact_ct.masks.tubes import Chain, SlicePeaks, distance_peaks, track_tube, tube_discs
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
@@ -79,7 +79,7 @@ def descending_track(
     r_min, r_max = cfg.aorta_radius_mm
     r_min = min(r_min, SEED_RADIUS_MIN_MM)
     d2 = inplane_distance(front, spacing) if d2 is None else d2
-    peaks = (d2 >= r_min) & (d2 <= r_max) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    peaks = distance_peaks(d2, r_min) & (d2 <= r_max)
     has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     best: Chain = {}
     best_key = (0.0, 0.0)
@@ -131,7 +131,7 @@ def ascending_above_heart(
     k_above = max(1, int(round(ABOVE_HEART_MM / spacing[2])))
     radius = float(np.median([c[2] for c in desc.values()]))
     d2 = inplane_distance(tissue & ~heart, spacing)
-    peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    peaks = distance_peaks(d2, LUMEN_RADIUS_MIN_MM)
     sized = peaks & (d2 >= ASCENDING_RATIO[0] * radius) & (d2 <= ASCENDING_MAX_RATIO * radius)
     listed = SlicePeaks(peaks)
     zd = np.array(sorted(desc))
@@ -221,7 +221,7 @@ def aorta_plain(
     below = np.arange(tissue.shape[2]) <= max(chain) + int(round(ARCH_ABOVE_MM / spacing[2]))
     core = components_touching((d3 >= core_r) & below[None, None, :], seeds)
     out |= dilate_mm(core, core_r + 0.5 * max(spacing), spacing) & front
-    all_peaks = (d2 >= LUMEN_RADIUS_MIN_MM) & (d2 == ndimage.maximum_filter(d2, size=(3, 3, 1)))
+    all_peaks = distance_peaks(d2, LUMEN_RADIUS_MIN_MM)
     asc = ascending_limb(core, all_peaks, d2, chain, spacing, cfg)
     above = ascending_above_heart(front, heart, desc, spacing, cfg)
     for limb in (asc, above):
