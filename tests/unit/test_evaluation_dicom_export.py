@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -28,8 +27,27 @@ from exact_ct.evaluation.dicom_export import (
 )
 from exact_ct.schema import ABNORMALITIES, ORGANS
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_evaluation_infer import _package  # noqa: E402
+
+def _package(folder: Path) -> Path:
+    """A tiny randomly initialised package whose thresholds make every finding positive."""
+    import torch
+
+    from exact_ct.dataset.grid import GridPlan
+    from exact_ct.model.config import NetworkConfig, PoolingConfig
+    from exact_ct.model.network import ExactNet
+    from exact_ct.model.package import ModelPackage, save_package
+
+    torch.manual_seed(0)
+    net = NetworkConfig(channels=(4, 8))
+    pkg = ModelPackage(
+        ExactNet(net),
+        net,
+        PoolingConfig(),
+        GridPlan((8.0, 8.0, 8.0), (24, 24, 16)),
+        thresholds=dict.fromkeys(ABNORMALITIES, 0.0),
+    )
+    return save_package(pkg, folder)
+
 
 REAL_SERIES = Path("ct") / "totalseg" / "example_ct_dicom"  # below ../shared/data
 LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
