@@ -89,7 +89,7 @@ def test_aorta_plain_empty_without_a_tube() -> None:
 def test_wall_against_the_lung_is_found_at_half_maximum_not_a_voxel_inside() -> None:
     """Blur darkens a section's outermost voxel beside the lung below the fat threshold: the wall there lies
     half way between the section's level and the lung's, as it does against fat."""
-    from exact_ct.masks.rays import ray_ends
+    from exact_ct.masks.rays import RayFan, ray_ends
 
     centre, radius = (60.0, 60.0), 11.0
     gx = np.arange(40)[:, None] * SPACING[0]
@@ -97,9 +97,8 @@ def test_wall_against_the_lung_is_found_at_half_maximum_not_a_voxel_inside() -> 
     disc = (gx - centre[0]) ** 2 + (gy - centre[1]) ** 2 <= radius**2
     lung = (gx < centre[0] - radius + 0.5) & ~disc  # the lung touches the section on its low-x side
     hu = ndimage.gaussian_filter(np.where(disc, 40.0, np.where(lung, -850.0, -95.0)), 0.55)
-    px, py = ray_ends(
-        hu, np.zeros_like(disc), centre, 1.6 * radius, SPACING, -30.0, n_rays=24, dense_hu=200.0
-    )
+    fan = RayFan(n_rays=24, dense_hu=200.0)
+    px, py = ray_ends(hu, np.zeros_like(disc), centre, 1.6 * radius, SPACING, -30.0, fan)
     r = np.hypot(px - centre[0], py - centre[1])
     angle = np.degrees(np.arctan2(py - centre[1], px - centre[0])) % 360
     lung_side, fat_side = r[(angle > 145) & (angle < 215)], r[(angle < 35) | (angle > 325)]

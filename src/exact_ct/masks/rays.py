@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
 from exact_ct.masks.morph import Spacing
+
+
+@dataclass(frozen=True)
+class RayFan:
+    """How a step casts rays around a section in one slice (:func:`ray_ends`).
+
+    ``min_points``: the fewest ray ends its circle fits take (:func:`fit_centre`; a circle through fewer
+    than three points is undetermined).
+    """
+
+    n_rays: int
+    dense_hu: float
+    step_mm: float = 0.5
+    skip_mm: float = 0.0
+    min_points: int = 3
 
 
 def ray_ends(
@@ -15,25 +32,23 @@ def ray_ends(
     reach_mm: float,
     spacing: Spacing,
     fat_hu: float,
-    *,
-    n_rays: int,
-    dense_hu: float,
-    step_mm: float = 0.5,
-    skip_mm: float = 0.0,
+    fan: RayFan,
     dense_edge: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boundary points (mm) of a soft-tissue section around ``centre`` (mm) in one slice, along rays.
 
-    Each of ``n_rays`` rays is sampled every ``step_mm`` (linear interpolation) and ends at the first
-    sample darker than ``fat_hu`` (beyond ``skip_mm``: a dark lumen near the centre is not the edge),
-    denser than ``dense_hu`` or inside ``stop``; the boundary lies half a step before it. A ray that finds
-    no end within ``reach_mm`` ran on through a touching organ of the same density and is dropped.
+    Each of ``fan.n_rays`` rays is sampled every ``fan.step_mm`` (linear interpolation) and ends at the
+    first sample darker than ``fat_hu`` (beyond ``fan.skip_mm``: a dark lumen near the centre is not the
+    edge), denser than ``fan.dense_hu`` or inside ``stop``; the boundary lies half a step before it. A
+    ray that finds no end within ``reach_mm`` ran on through a touching organ of the same density and is
+    dropped.
     With ``dense_edge`` (a mask of the slice), a ray that ends at a dense sample outside it is dropped
     too: it ran through tissue of the section's density into bone, which is not the section's wall.
     Against a neighbour much darker than fat (lung, air) the wall lies where the profile crosses half
     way between the section's own level and the neighbour's (:func:`_half_max_edge`).
     Used by the esophagus and the unenhanced aorta, whose sections touch each other without an edge.
     """
+    n_rays, dense_hu, step_mm, skip_mm = fan.n_rays, fan.dense_hu, fan.step_mm, fan.skip_mm
     angles = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
     steps = np.arange(step_mm, reach_mm + 1e-6, step_mm)
     xs = centre[0] + np.cos(angles)[:, None] * steps
@@ -110,3 +125,45 @@ def fit_circle(px: np.ndarray, py: np.ndarray) -> tuple[float, float, float]:
     (c0, c1, c2), *_ = np.linalg.lstsq(a, b, rcond=None)
     cx, cy = 0.5 * c0, 0.5 * c1
     return float(cx), float(cy), float(np.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
+
+
+def fit_centre(
+    fan: RayFan,
+    hu: np.ndarray,
+    stop: np.ndarray,
+    start: tuple[float, float],
+    radius: float,
+    reach_mm: float,
+    spacing: Spacing,
+    fat_hu: float,
+    *,
+    outlier: float | None = None,
+    dense_edge: np.ndarray | None = None,
+) -> tuple[float, float] | None:
+    """Centre (mm) of the circle of known ``radius`` through the section's free boundary near ``start``.
+
+    Three rounds, each casting ``fan``'s rays (:func:`ray_ends`, up to ``reach_mm``, with ``dense_edge``)
+    from the current centre and taking five fixed-point steps ``c = mean(p - radius * (p - c) / |p - c|)``
+    (least squares for a known radius). With ``outlier``, points farther than ``outlier`` x ``radius``
+    from the current centre are another organ's boundary (reached through a contact) and are left out.
+    None where fewer than ``fan.min_points`` boundary points are found (or, with ``outlier``, kept) or the
+    centre leaves the section (moves more than the radius from ``start``).
+    """
+    c = np.array(start, dtype=float)
+    for _ in range(3):
+        px, py = ray_ends(hu, stop, (float(c[0]), float(c[1])), reach_mm, spacing, fat_hu, fan, dense_edge)
+        pts = np.column_stack([px, py])
+        if len(pts) < fan.min_points:
+            return None
+        for _ in range(5):
+            v = pts - c
+            d = np.hypot(v[:, 0], v[:, 1])
+            keep = d > 1e-6
+            if outlier is not None:
+                keep &= d <= outlier * radius
+                if keep.sum() < fan.min_points:
+                    return None
+            c = np.mean(pts[keep] - radius * v[keep] / d[keep, None], axis=0)
+        if np.hypot(c[0] - start[0], c[1] - start[1]) > radius:
+            return None
+    return float(c[0]), float(c[1])

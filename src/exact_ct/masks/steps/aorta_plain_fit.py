@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from exact_ct.masks.hu import DENSE_HU
 from exact_ct.masks.morph import Spacing
-from exact_ct.masks.rays import fit_circle, ray_ends
+from exact_ct.masks.rays import RayFan, fit_centre, fit_circle, ray_ends
 from exact_ct.masks.tubes import Chain
 
 #: Rays per section (every 15 degrees).
@@ -24,6 +24,8 @@ RAY_STEP_MM = 0.5
 RAY_REACH = 1.6
 #: Fewest boundary points for a circle fit (a neighbour may cover up to half the circumference).
 MIN_POINTS = 8
+#: The rays cast around a section.
+FAN = RayFan(n_rays=N_RAYS, dense_hu=DENSE_HU, min_points=MIN_POINTS, step_mm=RAY_STEP_MM)
 #: A section followed beyond the track must be at least this fraction soft tissue (the heart counts: its
 #: regrowth takes a touching descending aorta, and beside the vertebral body there is no heart; a limit of
 #: 30 % heart had stopped synthetic study 28's tube 10 slices above its end).
@@ -45,17 +47,7 @@ def fit_free(
     fat_hu: float,
 ) -> tuple[float, float, float] | None:
     """Least-squares circle (centre mm, radius) through the free boundary around ``centre``, or None."""
-    px, py = ray_ends(
-        hu,
-        stop,
-        centre,
-        RAY_REACH * radius,
-        spacing,
-        fat_hu,
-        n_rays=N_RAYS,
-        dense_hu=DENSE_HU,
-        step_mm=RAY_STEP_MM,
-    )
+    px, py = ray_ends(hu, stop, centre, RAY_REACH * radius, spacing, fat_hu, FAN)
     if px.size < MIN_POINTS:
         return None
     return fit_circle(px, py)
@@ -71,34 +63,11 @@ def fit_fixed(
 ) -> tuple[float, float] | None:
     """Centre (mm) of the circle of ``radius`` through the section's free boundary near ``start``.
 
-    Fixed-point rounds ``c = mean(p - radius * (p - c) / |p - c|)`` (least squares for a known radius),
-    recasting the rays from the new centre; points beyond ``RAY_REACH`` x ``radius`` are left out.
-    None where too few rays find a boundary or the centre leaves the section (moves more than the radius).
+    :func:`exact_ct.masks.rays.fit_centre` with rays up to ``RAY_REACH`` x ``radius`` (points beyond are
+    left out). None where too few rays find a boundary or the centre leaves the section (moves more than
+    the radius).
     """
-    c = np.array(start, dtype=float)
-    for _ in range(3):
-        px, py = ray_ends(
-            hu,
-            stop,
-            (float(c[0]), float(c[1])),
-            RAY_REACH * radius,
-            spacing,
-            fat_hu,
-            n_rays=N_RAYS,
-            dense_hu=DENSE_HU,
-            step_mm=RAY_STEP_MM,
-        )
-        pts = np.column_stack([px, py])
-        if len(pts) < MIN_POINTS:
-            return None
-        for _ in range(5):
-            v = pts - c
-            d = np.hypot(v[:, 0], v[:, 1])
-            keep = d > 1e-6
-            c = np.mean(pts[keep] - radius * v[keep] / d[keep, None], axis=0)
-        if np.hypot(c[0] - start[0], c[1] - start[1]) > radius:
-            return None
-    return float(c[0]), float(c[1])
+    return fit_centre(FAN, hu, stop, start, radius, RAY_REACH * radius, spacing, fat_hu)
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float, spacing: Spacing) -> np.ndarray:

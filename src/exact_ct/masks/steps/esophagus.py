@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from exact_ct.masks.hu import CONTRAST_BLOOD_HU, DENSE_HU, LUMEN_AIR_HU, LUMEN_RIM_HU, SOFT_TISSUE_HU
 from exact_ct.masks.morph import Spacing
-from exact_ct.masks.rays import fit_circle, ray_ends
+from exact_ct.masks.rays import RayFan, fit_centre, fit_circle, ray_ends
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
@@ -44,6 +44,8 @@ RADIUS_SPREAD = (0.8, 1.2)
 RAY_OUTLIER = 1.5
 #: Fewest boundary points for a circle fit.
 MIN_POINTS = 6
+#: The rays cast from a seed or centre (a dark sample within ``LUMEN_MM`` is the air lumen).
+FAN = RayFan(n_rays=N_RAYS, dense_hu=DENSE_HU, min_points=MIN_POINTS, step_mm=RAY_STEP_MM, skip_mm=LUMEN_MM)
 #: Window (slices) of the running median of centre and radius along z.
 SMOOTH_SLICES = 5
 #: Air in a hollow organ's lumen (darker than ``LUMEN_AIR_HU``) is at most this large in one slice (the
@@ -78,19 +80,7 @@ def fit_section(
     centre = seed
     fit: tuple[float, float, float] | None = None
     for _ in range(2):
-        px, py = ray_ends(
-            hu,
-            stop,
-            centre,
-            RAY_REACH_MM,
-            spacing,
-            fat_hu,
-            n_rays=N_RAYS,
-            dense_hu=DENSE_HU,
-            step_mm=RAY_STEP_MM,
-            skip_mm=LUMEN_MM,
-            dense_edge=blood,
-        )
+        px, py = ray_ends(hu, stop, centre, RAY_REACH_MM, spacing, fat_hu, FAN, blood)
         if px.size < MIN_POINTS:
             return fit
         d = np.hypot(px - centre[0], py - centre[1])
@@ -104,51 +94,6 @@ def fit_section(
         fit = (cx, cy, r)
         centre = (cx, cy)
     return fit
-
-
-def fit_centre(
-    hu: np.ndarray,
-    stop: np.ndarray,
-    start: tuple[float, float],
-    radius: float,
-    spacing: Spacing,
-    fat_hu: float,
-    blood: np.ndarray,
-) -> tuple[float, float] | None:
-    """Centre (mm) of a circle of known ``radius`` through the section's boundary points around ``start``.
-
-    Points farther than ``RAY_OUTLIER`` x ``radius`` from the current centre are another organ's
-    boundary (reached through a contact) and are left out; a few fixed-point rounds
-    ``c = mean(p - radius * (p - c) / |p - c|)`` (the least-squares circle of that radius).
-    """
-    c = np.array(start, dtype=float)
-    for _ in range(3):
-        px, py = ray_ends(
-            hu,
-            stop,
-            (float(c[0]), float(c[1])),
-            RAY_REACH_MM,
-            spacing,
-            fat_hu,
-            n_rays=N_RAYS,
-            dense_hu=DENSE_HU,
-            step_mm=RAY_STEP_MM,
-            skip_mm=LUMEN_MM,
-            dense_edge=blood,
-        )
-        pts = np.column_stack([px, py])
-        if len(pts) < MIN_POINTS:
-            return None
-        for _ in range(5):
-            v = pts - c
-            d = np.hypot(v[:, 0], v[:, 1])
-            keep = (d <= RAY_OUTLIER * radius) & (d > 1e-6)
-            if keep.sum() < MIN_POINTS:
-                return None
-            c = np.mean(pts[keep] - radius * v[keep] / d[keep, None], axis=0)
-        if np.hypot(c[0] - start[0], c[1] - start[1]) > radius:
-            return None
-    return float(c[0]), float(c[1])
 
 
 def nearest_seed(
@@ -265,14 +210,18 @@ def fit_esophagus(
     arr[:, 2] = np.clip(arr[:, 2], RADIUS_SPREAD[0] * r_med, RADIUS_SPREAD[1] * r_med)
     # second pass: one radius for the whole tube (a slice's own fit is noisy), the centre refitted with it
     for j, z in enumerate(zs):
+        # points farther than RAY_OUTLIER x the radius are another organ's boundary, reached through a contact
         c = fit_centre(
+            FAN,
             hu[:, :, z],
             stop[:, :, z],
             (arr[j, 0], arr[j, 1]),
             r_med,
+            RAY_REACH_MM,
             spacing,
             cfg.fat_hu_max,
-            blood[:, :, z],
+            outlier=RAY_OUTLIER,
+            dense_edge=blood[:, :, z],
         )
         if c is not None:
             arr[j, 0], arr[j, 1] = c
