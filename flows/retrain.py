@@ -1,4 +1,4 @@
-"""Prefect flow `retrain`: register complete drops from the inbox, run the DVC stages, report, push."""
+"""Prefect flow `retrain`: register complete drops from the inbox, run the DVC stages, push, commit, report."""
 
 from __future__ import annotations
 
