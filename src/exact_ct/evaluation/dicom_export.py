@@ -184,10 +184,8 @@ def to_source_frames(
     Pixels outside the canonical volume get 0. Also returns the largest pixel-to-voxel offset in voxels.
     """
     shape = volumes[0].shape[:3]
-    out = [
-        np.zeros((len(series.datasets), int(ds0.Rows), int(ds0.Columns)), v.dtype)
-        for v, ds0 in ((v, series.datasets[0]) for v in volumes)
-    ]
+    first = series.datasets[0]
+    out = [np.zeros((len(series.datasets), int(first.Rows), int(first.Columns)), v.dtype) for v in volumes]
     worst = 0.0
     for f, ds in enumerate(series.datasets):
         (i, j, k), inside, offset = frame_indices(ds, affine, shape)
@@ -230,8 +228,11 @@ def _colour(hex_colour: str) -> Any:
     return hd.color.CIELabColor.from_string(hex_colour)
 
 
-def organ_segments(version: str) -> list[Any]:
-    """Segment descriptions of organ ids 1-9 (segment number = organ id)."""
+def organ_segments(version: str, series_uid: str = "") -> list[Any]:
+    """Segment descriptions of organ ids 1-9 (segment number = organ id).
+
+    Tracking UIDs are derived from the source series UID and the organ name (one per organ and series).
+    """
     import highdicom as hd
 
     out = []
@@ -252,7 +253,7 @@ def organ_segments(version: str) -> list[Any]:
             segmented_property_type=prop,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=_algorithm(version),
-            tracking_uid=_uid("exact-ct", "organ", name),
+            tracking_uid=_uid("exact-ct", "organ", series_uid, name),
             tracking_id=f"organ {name}",
             display_color=_colour(ORGAN_COLOURS[oid]),
         )
@@ -263,7 +264,7 @@ def organ_segments(version: str) -> list[Any]:
     return out
 
 
-def finding_segment(number: int, name: str, version: str) -> Any:
+def finding_segment(number: int, name: str, version: str, series_uid: str = "") -> Any:
     import highdicom as hd
 
     if name in _FINDING_SCT:
@@ -279,7 +280,7 @@ def finding_segment(number: int, name: str, version: str) -> Any:
         segmented_property_type=prop,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=_algorithm(version),
-        tracking_uid=_uid("exact-ct", "finding", name),
+        tracking_uid=_uid("exact-ct", "finding", series_uid, name),
         tracking_id=f"finding {name}",
         anatomic_regions=regions,
     )
@@ -390,7 +391,7 @@ def write_segs(
         series,
         series.datasets,
         organ_frames,
-        organ_segments(version),
+        organ_segments(version, series.series_uid),
         seg_series_uid=seg_series_uid,
         instance=1,
         label="EXACT_ORGANS",
@@ -408,14 +409,16 @@ def write_segs(
     found = [(n, f) for n, f in zip(names, frames[1:], strict=True) if f.any()]
     names = [n for n, _ in found]
     if names:
-        stack = np.stack([f for _, f in found], axis=-1).astype(bool)  # (frames, rows, columns, findings)
-        keep = np.flatnonzero(stack.any(axis=(1, 2, 3)))  # only the images a region touches
+        keep = np.flatnonzero(
+            np.any([f.any(axis=(1, 2)) for _, f in found], axis=0)
+        )  # images a region touches
+        stack = np.stack([f[keep] > 0 for _, f in found], axis=-1)  # (images, rows, columns, findings)
         images = [series.datasets[i] for i in keep]
-        segs = [finding_segment(n + 1, name, version) for n, name in enumerate(names)]
+        segs = [finding_segment(n + 1, name, version, series.series_uid) for n, name in enumerate(names)]
         seg2 = _seg(
             series,
             images,
-            stack[keep],
+            stack,
             segs,
             seg_series_uid=seg_series_uid,
             instance=2,
