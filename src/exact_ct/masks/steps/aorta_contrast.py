@@ -22,13 +22,12 @@ from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplan
 from exact_ct.masks.steps.aorta_tracks import (
     ABOVE_HEART_MM,
     ARCH_DEPTH_MM,
-    ASCENDING_MAX_RATIO,
-    ASCENDING_RATIO,
     BACK_STEP_MM,
     LUMEN_RADIUS_MIN_MM,
     MIN_TRACK_MM,
     ascending_limb,
     best_track,
+    track_ascending,
 )
 from exact_ct.masks.tubes import (
     Chain,
@@ -271,16 +270,7 @@ def ascending_from_above(
             r0 = float(d2[px[i], py[i], z])
             if r0 <= best_r:
                 break
-            chain = track_tube(
-                listed,
-                d2,
-                (z, int(px[i]), int(py[i])),
-                spacing,
-                cfg.aorta_step_mm,
-                max_missed=1,
-                ratio=ASCENDING_RATIO,
-                max_radius=ASCENDING_MAX_RATIO * r0,
-            )
+            chain = track_ascending((z, int(px[i]), int(py[i])), r0, listed, d2, spacing, cfg, max_missed=1)
             if max(chain) < z_top + k_above:
                 continue
             best, best_r = chain, float(np.median([c[2] for c in chain.values()]))

@@ -47,6 +47,7 @@ from exact_ct.masks.steps.aorta_tracks import (
     MIN_TRACK_MM,
     ascending_limb,
     root_extension,
+    track_ascending,
 )
 from exact_ct.masks.steps.esophagus import fit_esophagus
 from exact_ct.masks.steps.spine import steady_spine
@@ -146,18 +147,9 @@ def ascending_above_heart(
         ok = (ahead >= ASCENDING_AHEAD_MM) & (ahead <= ASCENDING_AHEAD_MAX_MM)
         ok &= np.abs(right - ASCENDING_RIGHT_MM) <= ASCENDING_RIGHT_TOL_MM
         for i in np.flatnonzero(ok):
-            r0 = float(d2[px[i], py[i], z])
-            chain = track_tube(
-                listed,
-                d2,
-                (z, int(px[i]), int(py[i])),
-                spacing,
-                cfg.aorta_step_mm,
-                directions=(1,),
-                max_missed=1,
-                ratio=ASCENDING_RATIO,
-                max_radius=ASCENDING_MAX_RATIO * max(radius, r0),
-            )
+            r_seed = max(radius, float(d2[px[i], py[i], z]))
+            seed = (z, int(px[i]), int(py[i]))
+            chain = track_ascending(seed, r_seed, listed, d2, spacing, cfg, directions=(1,), max_missed=1)
             if max(chain) < z_top + k_above:
                 continue
             r_med = float(np.median([c[2] for c in chain.values()]))

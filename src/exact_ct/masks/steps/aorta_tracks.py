@@ -84,6 +84,27 @@ def best_track(
     return best
 
 
+def track_ascending(
+    seed: tuple[int, int, int],
+    radius: float,
+    peaks: SlicePeaks,
+    d2: np.ndarray,
+    spacing: Spacing,
+    cfg: IntensityConfig,
+    **track: Any,
+) -> Chain:
+    """The ascending aorta tracked from ``seed`` (z, x, y) through ``peaks`` of the distance map ``d2``.
+
+    The ascending aorta keeps its calibre down to the root; the left ventricle (or, in a crop, the heart)
+    it opens into is much wider: the radius may change by ``ASCENDING_RATIO`` per slice and stays at most
+    ``ASCENDING_MAX_RATIO`` x ``radius``. ``track`` (directions, max_missed) goes to :func:`track_tube`.
+    """
+    max_radius = ASCENDING_MAX_RATIO * radius
+    return track_tube(
+        peaks, d2, seed, spacing, cfg.aorta_step_mm, ratio=ASCENDING_RATIO, max_radius=max_radius, **track
+    )
+
+
 def ascending_limb(
     core: np.ndarray, peaks: np.ndarray, d2: np.ndarray, desc: Chain, spacing: Spacing, cfg: IntensityConfig
 ) -> Chain:
@@ -118,17 +139,10 @@ def ascending_limb(
                 if not ok.any():
                     continue
             i = int(np.flatnonzero(ok)[np.argmax(d2[px[ok], py[ok], z])])
-            # The ascending aorta keeps its calibre down to the root; the left ventricle (or, in a
-            # crop, the heart) it opens into is much wider: a tighter radius ratio ends the track there.
-            chain = track_tube(
-                listed,
-                d2,
-                (z, int(px[i]), int(py[i])),
-                spacing,
-                cfg.aorta_step_mm,
-                directions=(-1,),
-                ratio=ASCENDING_RATIO,
-                max_radius=ASCENDING_MAX_RATIO * max(radius, float(d2[px[i], py[i], z])),
+            # a tighter radius ratio ends the track where it opens into the left ventricle
+            r_seed = max(radius, float(d2[px[i], py[i], z]))
+            chain = track_ascending(
+                (z, int(px[i]), int(py[i])), r_seed, listed, d2, spacing, cfg, directions=(-1,)
             )
             if (max(chain) - min(chain) + 1) * spacing[2] >= ASCENDING_MIN_MM:
                 return chain
