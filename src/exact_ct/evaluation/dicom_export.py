@@ -104,7 +104,7 @@ def find_source_series(drop: Path, series_uid_hash: str, cfg: Any) -> SourceSeri
     import pydicom
 
     from exact_ct.ingest.headers import FileHeader, read_header
-    from exact_ct.ingest.pipeline import _series_key
+    from exact_ct.ingest.pipeline import series_key
     from exact_ct.privacy import pseudonym_key, pseudonymise
 
     key = pseudonym_key()
@@ -113,7 +113,7 @@ def find_source_series(drop: Path, series_uid_hash: str, cfg: Any) -> SourceSeri
         for name in sorted(names):
             p = Path(root) / name
             h = read_header(str(p), p.relative_to(drop).as_posix(), cfg)
-            if isinstance(h, FileHeader) and pseudonymise(repr(_series_key(h)), key, prefix="se-") == (
+            if isinstance(h, FileHeader) and pseudonymise(repr(series_key(h)), key, prefix="se-") == (
                 series_uid_hash
             ):
                 members.append(h)

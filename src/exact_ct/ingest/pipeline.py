@@ -166,7 +166,7 @@ def process_study(task: StudyTask) -> StudyResult:
 # ----------------------------------------------------------------------------------------------- planning
 
 
-def _series_key(h: FileHeader) -> tuple[Any, ...]:
+def series_key(h: FileHeader) -> tuple[Any, ...]:
     """Series = SeriesInstanceUID + geometry, so that empty or shared UIDs still split correctly.
 
     An empty UID falls back to the file's folder: exports without UIDs keep one series per folder.
@@ -216,7 +216,7 @@ def build_series(headers: list[FileHeader], series_hash_of: Any) -> list[SeriesS
     """
     groups: dict[tuple[Any, ...], list[FileHeader]] = defaultdict(list)
     for h in headers:
-        groups[_series_key(h)].append(h)
+        groups[series_key(h)].append(h)
     specs = []
     for key, members in groups.items():
         members.sort(key=lambda h: h.rel)
