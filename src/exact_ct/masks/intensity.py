@@ -31,7 +31,7 @@ from exact_ct.masks.steps.aorta_plain import aorta_plain
 from exact_ct.masks.steps.body import find_body
 from exact_ct.masks.steps.bone import find_bone
 from exact_ct.masks.steps.bronchi import extend_main_bronchi
-from exact_ct.masks.steps.esophagus import fit_esophagus
+from exact_ct.masks.steps.esophagus import fit_esophagus, non_fat
 from exact_ct.masks.steps.esophagus_prior import esophagus_disc, esophagus_neck
 from exact_ct.masks.steps.heart import find_heart, heart_below_floor, ventricle_wall
 from exact_ct.masks.steps.lungs import find_lungs
@@ -219,7 +219,7 @@ def _mediastinal_organs(
         # on its fat boundary (exact_ct.masks.steps.aorta_plain). The esophagus's fixed-size disc goes
         # first, so that the track does not run into it; the fitted esophagus (wider where the tube
         # is) splits the overlap with the aorta and then yields to it.
-        eso_b = esophagus_disc(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
+        eso_b = esophagus_disc(non_fat(hu_b, region_b & ~heart_b, airway_b, cfg), spine_b, spacing, cfg)
         eso_fit = fit_esophagus(hu_b, region_b & ~heart_b, spine_b, airway_b, spacing, cfg)
         aorta[box] = aorta_plain(hu_b, region_b, tissue, heart_b, eso_b, spine_b, spacing, cfg, eso_fit)
         esophagus[box] = eso_fit & ~aorta[box]

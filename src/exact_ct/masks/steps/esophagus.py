@@ -96,6 +96,12 @@ def fit_section(
     return fit
 
 
+def non_fat(hu: np.ndarray, mask: np.ndarray, airway: np.ndarray, cfg: IntensityConfig) -> np.ndarray:
+    """The voxels of ``mask`` that may be esophagus: soft tissue (above ``fat_hu_max``) or luminal air
+    (below ``lung_hu_max``), not airway."""
+    return mask & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+
+
 def nearest_seed(
     cand: np.ndarray,
     spine_front: tuple[float, float],
@@ -180,14 +186,14 @@ def fit_esophagus(
     seedable = region if aorta is None else region & ~aorta
     if aorta is not None:
         region = region | (aorta & (hu < CONTRAST_BLOOD_HU))
-    cand = seedable & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    cand = non_fat(hu, seedable, airway, cfg)
     if not cand.any() or not spine.has.any():
         return out
     has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     r0 = cfg.esophagus_radius_mm
     stop = ~region | airway
     hu = fill_lumen(hu, region, airway, spacing)
-    cand = seedable & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    cand = non_fat(hu, seedable, airway, cfg)
     fits: dict[int, tuple[float, float, float]] = {}
     prev: tuple[float, float] | None = None
     for z in np.flatnonzero(cand.any(axis=(0, 1)) & has)[::-1]:
@@ -229,7 +235,7 @@ def fit_esophagus(
     arr[:, :2] = ndimage.median_filter(arr[:, :2], size=(k, 1), mode="nearest")
     gx = np.arange(region.shape[0])[:, None] * spacing[0]
     gy = np.arange(region.shape[1])[None, :] * spacing[1]
-    tissue = region & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    tissue = non_fat(hu, region, airway, cfg)
     for z, (px, py, r) in zip(zs, arr, strict=True):
         disc = (gx - px) ** 2 + (gy - py) ** 2 <= r * r
         sl = disc & tissue[:, :, z]

@@ -7,33 +7,26 @@ from scipy import ndimage
 
 from exact_ct.masks.config import IntensityConfig
 from exact_ct.masks.morph import Spacing
-from exact_ct.masks.steps.esophagus import WALL_GAP_MM, nearest_seed
+from exact_ct.masks.steps.esophagus import WALL_GAP_MM, nearest_seed, non_fat
 from exact_ct.masks.steps.spine import SpineLine
 
 
-def esophagus_disc(
-    hu: np.ndarray,
-    region: np.ndarray,
-    spine: SpineLine,
-    airway: np.ndarray,
-    spacing: Spacing,
-    cfg: IntensityConfig,
-) -> np.ndarray:
+def esophagus_disc(cand: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: IntensityConfig) -> np.ndarray:
     """Tube in front of the spine, behind the trachea: a disc of ``esophagus_radius_mm`` per slice.
 
-    Its centre in each slice is the non-fat voxel (soft tissue or luminal air) of the mediastinal region
-    closest to the expected position: behind the trachea where there is one, else ``radius + 4 mm`` in
-    front of the vertebral body, following the centre of the slice above (it drifts left towards the
-    hiatus). A shape prior, not a segmentation of its wall.
+    ``cand``: the mediastinal region's voxels that may be esophagus (soft tissue or luminal air, not
+    airway: :func:`exact_ct.masks.steps.esophagus.non_fat`). The disc's centre in each slice is the
+    ``cand`` voxel closest to the expected position: behind the trachea where there is one, else
+    ``radius + 4 mm`` in front of the vertebral body, following the centre of the slice above (it drifts
+    left towards the hiatus). A shape prior, not a segmentation of its wall.
     """
-    out = np.zeros_like(region)
-    cand = region & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    out = np.zeros_like(cand)
     if not cand.any() or not spine.has.any():
         return out
     has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     r = cfg.esophagus_radius_mm
-    gx = np.arange(region.shape[0])[:, None] * spacing[0]
-    gy = np.arange(region.shape[1])[None, :] * spacing[1]
+    gx = np.arange(cand.shape[0])[:, None] * spacing[0]
+    gy = np.arange(cand.shape[1])[None, :] * spacing[1]
     prev: tuple[float, float] | None = None
     for z in np.flatnonzero(cand.any(axis=(0, 1)) & has)[::-1]:
         seed = nearest_seed(cand[:, :, z], (x_c[z], y_f[z]), prev, r, spacing)
@@ -69,7 +62,7 @@ def esophagus_neck(
     if zs.size == 0:
         return out
     r = cfg.esophagus_radius_mm
-    cand = allowed & ((hu > cfg.fat_hu_max) | (hu < cfg.lung_hu_max)) & ~airway
+    cand = non_fat(hu, allowed, airway, cfg)
     gx = np.arange(hu.shape[0])[:, None] * spacing[0]
     gy = np.arange(hu.shape[1])[None, :] * spacing[1]
     for z in range(int(zs[-1]) + 1, hu.shape[2]):
