@@ -46,12 +46,13 @@ from exact_ct.masks.steps.aorta_tracks import (
     LUMEN_RADIUS_MIN_MM,
     MIN_TRACK_MM,
     ascending_limb,
+    best_track,
     root_extension,
     track_ascending,
 )
 from exact_ct.masks.steps.esophagus import fit_esophagus
 from exact_ct.masks.steps.spine import steady_spine
-from exact_ct.masks.tubes import Chain, SlicePeaks, distance_peaks, track_tube, tube_discs
+from exact_ct.masks.tubes import Chain, SlicePeaks, distance_peaks, tube_discs
 
 if TYPE_CHECKING:
     from exact_ct.masks.config import IntensityConfig
@@ -72,8 +73,8 @@ def descending_track(
 ) -> Chain:
     """Longest tube track of ``front``'s distance maxima seeded left-anterior of the vertebral body.
 
-    As for the contrast aorta's lumen (:func:`exact_ct.masks.steps.aorta_tracks.best_track`), but bridging up
-    to ``MAX_MISSED`` slices where a neighbour touches.
+    :func:`exact_ct.masks.steps.aorta_tracks.best_track`, as for the contrast aorta's lumen, but bridging
+    up to ``MAX_MISSED`` slices where a neighbour touches.
     Tracks whose median lies less than half the expected offset left of the spine's midline are the
     esophagus's, not the aorta's. ``d2``: ``front``'s in-plane distance map, if already computed.
     """
@@ -81,36 +82,12 @@ def descending_track(
     r_min = min(r_min, SEED_RADIUS_MIN_MM)
     d2 = inplane_distance(front, spacing) if d2 is None else d2
     peaks = distance_peaks(d2, r_min) & (d2 <= r_max)
-    has, x_c, y_f = spine.has, spine.x_c, spine.y_f
-    best: Chain = {}
-    best_key = (0.0, 0.0)
-    tried = np.zeros(peaks.shape, dtype=bool)
-    listed = SlicePeaks(peaks)
-    for z0 in np.flatnonzero(has & peaks.any(axis=(0, 1))):
-        ex = x_c[z0] - cfg.aorta_offset_mm[0] / spacing[0]
-        ey = y_f[z0] + cfg.aorta_offset_mm[1] / spacing[1]
-        px, py = np.nonzero(peaks[:, :, z0])
-        dist = np.hypot((px - ex) * spacing[0], (py - ey) * spacing[1])
-        for i in np.flatnonzero(dist <= cfg.aorta_search_mm):
-            if tried[px[i], py[i], z0]:
-                continue
-            chain = track_tube(
-                listed,
-                d2,
-                (int(z0), int(px[i]), int(py[i])),
-                spacing,
-                cfg.aorta_step_mm,
-                max_missed=MAX_MISSED,
-            )
-            for z, (cx, cy, _) in chain.items():
-                tried[cx, cy, z] = True
-            left_mm = np.median([(x_c[z] - c[0]) * spacing[0] for z, c in chain.items()])
-            if left_mm < 0.5 * cfg.aorta_offset_mm[0]:
-                continue
-            key = (float(len(chain)), -float(dist[i]))
-            if key > best_key:
-                best, best_key = chain, key
-    return best
+
+    def at_midline(chain: Chain) -> bool:  # the esophagus's track, not the aorta's
+        left_mm = np.median([(spine.x_c[z] - c[0]) * spacing[0] for z, c in chain.items()])
+        return bool(left_mm < 0.5 * cfg.aorta_offset_mm[0])
+
+    return best_track(peaks, peaks, d2, spine, spacing, cfg, reject=at_midline, max_missed=MAX_MISSED)
 
 
 def ascending_above_heart(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,13 +50,15 @@ def best_track(
     cfg: IntensityConfig,
     offset_mm: tuple[float, float] | None = None,
     search_mm: float | None = None,
+    reject: Callable[[Chain], bool] | None = None,
     **track: Any,
 ) -> Chain:
     """Longest tube track seeded within ``search_mm`` of the descending aorta's expected centre.
 
     The expected centre is ``offset_mm`` (default ``aorta_offset_mm``) left of / in front of the
     vertebral body in every slice where the spine is seen; ``track`` goes to :func:`track_tube`. Ties
-    go to the seed nearest that centre.
+    go to the seed nearest that centre. A track that ``reject`` returns True for is not taken (its
+    centres are still not tried again as seeds).
     """
     has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     offset = offset_mm or cfg.aorta_offset_mm
@@ -78,6 +81,8 @@ def best_track(
             )
             for z, (cx, cy, _) in chain.items():
                 tried[cx, cy, z] = True
+            if reject is not None and reject(chain):
+                continue
             key = (float(len(chain)), -float(dist[i]))
             if key > best_key:
                 best, best_key = chain, key
