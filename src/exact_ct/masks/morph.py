@@ -75,6 +75,15 @@ def inplane_distance(mask: np.ndarray, spacing: Spacing) -> np.ndarray:
     return d[1:-1, 1:-1, :]
 
 
+def disc_mm(
+    shape: tuple[int, ...], centre: tuple[float, float], radius: float, spacing: Spacing
+) -> np.ndarray:
+    """In-slice disc (the first two axes of ``shape``) of ``radius`` around ``centre``, both in mm."""
+    gx = np.arange(shape[0])[:, None] * spacing[0]
+    gy = np.arange(shape[1])[None, :] * spacing[1]
+    return (gx - centre[0]) ** 2 + (gy - centre[1]) ** 2 <= radius * radius
+
+
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
     """Fill holes slice by slice (axial), so that the lungs count as inside the body.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from exact_ct.masks.morph import Spacing
+from exact_ct.masks.morph import Spacing, disc_mm
 
 #: A tracked tube: slice index -> (x, y) centre (voxel indices) and in-plane radius (mm).
 Chain = dict[int, tuple[int, int, float]]
@@ -91,11 +91,9 @@ def tube_discs(chain: Chain, shape: tuple[int, ...], spacing: Spacing, pad: floa
     nearest outside voxel's centre, half a voxel beyond the edge; +0.5 also takes the wall.
     """
     out = np.zeros(shape, dtype=bool)
-    gx = np.arange(shape[0])[:, None] * spacing[0]
-    gy = np.arange(shape[1])[None, :] * spacing[1]
     for z, (cx, cy, r) in chain.items():
         rr = r + pad * max(spacing[0], spacing[1])
-        out[:, :, z] = (gx - cx * spacing[0]) ** 2 + (gy - cy * spacing[1]) ** 2 <= rr * rr
+        out[:, :, z] = disc_mm(shape, (cx * spacing[0], cy * spacing[1]), rr, spacing)
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from exact_ct.masks.hu import BLOOD_HU_MAX, lumen_threshold
-from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, inplane_distance
+from exact_ct.masks.morph import Spacing, components_touching, dilate_mm, disc_mm, inplane_distance
 from exact_ct.masks.steps.aorta_tracks import (
     ABOVE_HEART_MM,
     ARCH_DEPTH_MM,
@@ -220,10 +220,8 @@ def _recentre(chain: Chain, d_vessel: np.ndarray, spacing: Spacing) -> Chain:
     that the soft tissue is a neighbour touching the vessel).
     """
     out: Chain = {}
-    gx = np.arange(d_vessel.shape[0])[:, None] * spacing[0]
-    gy = np.arange(d_vessel.shape[1])[None, :] * spacing[1]
     for z, (cx, cy, r) in chain.items():
-        disc = (gx - cx * spacing[0]) ** 2 + (gy - cy * spacing[1]) ** 2 <= r * r
+        disc = disc_mm(d_vessel.shape, (cx * spacing[0], cy * spacing[1]), r, spacing)
         d = np.where(disc, d_vessel[:, :, z], -1.0)
         i, j = np.unravel_index(int(np.argmax(d)), d.shape)
         out[z] = (int(i), int(j), float(min(max(d[i, j], r), r + OUTER_EXTRA_MM)))

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from exact_ct.masks.hu import DENSE_HU
-from exact_ct.masks.morph import Spacing
+from exact_ct.masks.morph import Spacing, disc_mm
 from exact_ct.masks.rays import RayFan, fit_centre, fit_circle, ray_ends
 from exact_ct.masks.tubes import Chain
 
@@ -68,12 +68,6 @@ def fit_fixed(
     the radius).
     """
     return fit_centre(FAN, hu, stop, start, radius, RAY_REACH * radius, spacing, fat_hu)
-
-
-def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float, spacing: Spacing) -> np.ndarray:
-    gx = np.arange(shape[0])[:, None] * spacing[0]
-    gy = np.arange(shape[1])[None, :] * spacing[1]
-    return (gx - centre[0]) ** 2 + (gy - centre[1]) ** 2 <= radius * radius
 
 
 def smooth_fill(chain: dict[int, tuple[float, float, float]], size: int = SMOOTH_SLICES) -> Chain:
@@ -140,7 +134,7 @@ def extend(
             c = fit_fixed(hu[:, :, z], stop[:, :, z], (cx, cy), radius, spacing, fat_hu)
             ok = c is not None and np.hypot(c[0] - cx, c[1] - cy) <= step_mm * (1 + missed)
             if ok:
-                disc = _disc(hu.shape[:2], c, radius, spacing)  # type: ignore[arg-type]
+                disc = disc_mm(hu.shape, c, radius, spacing)  # type: ignore[arg-type]
                 n = max(int(disc.sum()), 1)
                 ok = tissue[:, :, z][disc].sum() >= TISSUE_SHARE * n
             if not ok:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from exact_ct.masks.hu import CONTRAST_BLOOD_HU, DENSE_HU, LUMEN_AIR_HU, LUMEN_RIM_HU, SOFT_TISSUE_HU
-from exact_ct.masks.morph import Spacing
+from exact_ct.masks.morph import Spacing, disc_mm
 from exact_ct.masks.rays import RayFan, fit_centre, fit_circle, ray_ends
 
 if TYPE_CHECKING:
@@ -233,11 +233,9 @@ def fit_esophagus(
             arr[j, 0], arr[j, 1] = c
         arr[j, 2] = r_med
     arr[:, :2] = ndimage.median_filter(arr[:, :2], size=(k, 1), mode="nearest")
-    gx = np.arange(region.shape[0])[:, None] * spacing[0]
-    gy = np.arange(region.shape[1])[None, :] * spacing[1]
     tissue = non_fat(hu, region, airway, cfg)
     for z, (px, py, r) in zip(zs, arr, strict=True):
-        disc = (gx - px) ** 2 + (gy - py) ** 2 <= r * r
+        disc = disc_mm(region.shape, (px, py), r, spacing)
         sl = disc & tissue[:, :, z]
         # the ring between the air lumen and the wall is dark by partial volume: fill it
         out[:, :, z] = ndimage.binary_fill_holes(sl) & disc & region[:, :, z] & ~airway[:, :, z]

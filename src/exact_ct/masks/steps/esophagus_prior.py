@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from exact_ct.masks.config import IntensityConfig
-from exact_ct.masks.morph import Spacing
+from exact_ct.masks.morph import Spacing, disc_mm
 from exact_ct.masks.steps.esophagus import WALL_GAP_MM, nearest_seed, non_fat
 from exact_ct.masks.steps.spine import SpineLine
 
@@ -25,15 +25,13 @@ def esophagus_disc(cand: np.ndarray, spine: SpineLine, spacing: Spacing, cfg: In
         return out
     has, x_c, y_f = spine.has, spine.x_c, spine.y_f
     r = cfg.esophagus_radius_mm
-    gx = np.arange(cand.shape[0])[:, None] * spacing[0]
-    gy = np.arange(cand.shape[1])[None, :] * spacing[1]
     prev: tuple[float, float] | None = None
     for z in np.flatnonzero(cand.any(axis=(0, 1)) & has)[::-1]:
         seed = nearest_seed(cand[:, :, z], (x_c[z], y_f[z]), prev, r, spacing)
         if seed is None:
             continue
         px, py = seed
-        disc = (gx - px) ** 2 + (gy - py) ** 2 <= r * r
+        disc = disc_mm(cand.shape, (px, py), r, spacing)
         sl = disc & cand[:, :, z]
         if sl.any():
             sx, sy = np.nonzero(sl)
@@ -63,14 +61,12 @@ def esophagus_neck(
         return out
     r = cfg.esophagus_radius_mm
     cand = non_fat(hu, allowed, airway, cfg)
-    gx = np.arange(hu.shape[0])[:, None] * spacing[0]
-    gy = np.arange(hu.shape[1])[None, :] * spacing[1]
     for z in range(int(zs[-1]) + 1, hu.shape[2]):
         ax, ay = np.nonzero(airway[:, :, z])
         if ax.size == 0:
             break
         cx, cy = float(ax.mean()) * spacing[0], float(ay.min()) * spacing[1] - (r + WALL_GAP_MM)
-        disc = (gx - cx) ** 2 + (gy - cy) ** 2 <= r * r
+        disc = disc_mm(hu.shape, (cx, cy), r, spacing)
         # as in the mediastinal fit: the ring between the air lumen and the wall is dark by partial
         # volume (synthetic esophagus 0.783 -> 0.785 over studies 0-39, 8 studies up, none down)
         out[:, :, z] = (
