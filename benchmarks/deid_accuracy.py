@@ -22,6 +22,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import _repo  # noqa: F401  (the repository root first on sys.path: tests.support, stages)
+
 REPO = Path(__file__).resolve().parents[1]
 CTRATE = REPO / ".." / "shared" / "data" / "reports" / "ctrate_manual_labels" / "train.csv"
 sys.path.insert(0, str(REPO / "tests" / "unit"))
@@ -38,22 +40,22 @@ def main() -> int:
     from deid_corpus import CLINICAL, FORMS, leaked
 
     from exact_ct.ingest.deid import (
-        _DATE_RE,
-        _LONG_NUMBER_RE,
+        DATE_RE,
         DATE_TOKEN,
         ID_TOKEN,
+        LONG_NUMBER_RE,
         Scrubber,
         build_analyzer,
         scrub_free_text,
     )
     from exact_ct.reports import ReportLabeller
-    from exact_ct.reports.evaluate import f1_scores, load_ctrate_manual
     from exact_ct.schema import PRESENT, UNCERTAIN
+    from tests.support.label_scoring import f1_scores, load_ctrate_manual
 
     builtin = build_analyzer(custom=False)
     full = Scrubber()
     methods = {
-        "regexes only (before)": lambda t: _LONG_NUMBER_RE.sub(ID_TOKEN, _DATE_RE.sub(DATE_TOKEN, t)),
+        "regexes only (before)": lambda t: LONG_NUMBER_RE.sub(ID_TOKEN, DATE_RE.sub(DATE_TOKEN, t)),
         "Presidio built-ins only": lambda t: scrub_free_text(t, builtin),
         "ingest (final)": full,
     }

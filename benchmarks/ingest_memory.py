@@ -13,9 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _repo  # noqa: F401  (the repository root first on sys.path: tests.support, stages)
+
 
 def make_drop(drop: Path, n: int) -> None:
-    from exact_ct.ingest.fixtures import chest_phantom, write_series
+    from tests.support.dicom_series import chest_phantom, write_series
 
     rows = []
     for i in range(n):

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401  (the repository root first on sys.path: tests.support, stages)
 import nibabel as nib
 import numpy as np
 
@@ -79,7 +80,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=None)
     args = parser.parse_args()
     os.environ.setdefault("EXACT_MODE", "test")  # synthetic data only: the insecure demo key is fine
-    from exact_ct.ingest.fixtures import chest_phantom, write_series
+    from tests.support.dicom_series import chest_phantom, write_series
 
     n = args.slices or (100 if args.quick else 300)
     repeats = 1 if args.quick else 2

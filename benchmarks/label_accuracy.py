@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401  (the repository root first on sys.path: tests.support, stages)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data" / "reports"
 CTRATE = SHARED / "ctrate_manual_labels" / "train.csv"
@@ -92,7 +94,6 @@ def main() -> int:
     args = parser.parse_args()
 
     from exact_ct.reports import ReportLabeller
-    from exact_ct.reports.evaluate import f1_scores, load_ctrate_manual, negation_f1
     from exact_ct.reports.learned import (
         LayerConfig,
         cross_validated_predictions,
@@ -100,6 +101,7 @@ def main() -> int:
         report_groups,
     )
     from exact_ct.schema import ABNORMALITIES, PRESENT, UNCERTAIN
+    from tests.support.label_scoring import f1_scores, load_ctrate_manual, negation_f1
 
     data = load_ctrate_manual(CTRATE)
     n = 200 if args.quick else len(data.ids)

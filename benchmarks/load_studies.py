@@ -2,7 +2,7 @@
 
 Each batch runs in a fresh child process that calls the three library entry points in turn, with the
 parameters of params.yaml (2 workers). Studies are tiny DICOM series written with
-``exact_ct.ingest.fixtures`` (48 x 48 x 12 voxels, 8 x 8 x 10 mm, one file per slice; exact_ct.synth's
+``tests.support.dicom_series`` (48 x 48 x 12 voxels, 8 x 8 x 10 mm, one file per slice; exact_ct.synth's
 full phantoms take ~1.3 s each to render, too slow for 1,000), each with a short report.
 Peak memory = max(peak RSS of the child, peak RSS of its largest worker process), from getrusage.
 Prints one line: ``load_studies: X studies/s (memory ratio R vs 100 studies)``; details go to stderr.
@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401  (the repository root first on sys.path: tests.support, stages)
+
 REPO = Path(__file__).resolve().parents[1]
 FINDINGS = (
     "No pleural effusion. Heart size is normal.",
@@ -32,7 +34,7 @@ FINDINGS = (
 
 
 def make_drop(drop: Path, n: int) -> None:
-    from exact_ct.ingest.fixtures import chest_phantom, write_series
+    from tests.support.dicom_series import chest_phantom, write_series
 
     rows = []
     for i in range(n):

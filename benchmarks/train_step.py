@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401  (the repository root first on sys.path: tests.support, stages)
+
 os.environ.setdefault("EXACT_MODE", "test")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as stages/train.py: no busy-waiting threads
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
@@ -40,13 +41,13 @@ def main() -> int:
     from exact_ct.config import section
     from exact_ct.dataset.build import build_dataset, load_index, load_plan
     from exact_ct.dataset.config import BuildDatasetConfig
-    from exact_ct.dataset.toy import make_toy_interim
     from exact_ct.model.losses import OrganLoss
     from exact_ct.model.network import ExactNet
     from exact_ct.model.package import make_pool
     from exact_ct.training.config import TrainConfig
     from exact_ct.training.data import EpochSampler, StudyDataset, collate
     from exact_ct.training.loop import step_losses
+    from tests.support.toy import make_toy_interim
 
     bcfg = section(BuildDatasetConfig, "build_dataset", args.params)
     tcfg = section(TrainConfig, "train", args.params)

@@ -15,13 +15,13 @@ import yaml
 from exact_ct.config import from_dict
 from exact_ct.dataset.build import build_dataset, load_plan
 from exact_ct.dataset.config import BuildDatasetConfig
-from exact_ct.dataset.toy import make_toy_interim
 from exact_ct.evaluation.metrics import choose_thresholds
 from exact_ct.evaluation.pipeline import reference
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.network import ExactNet
 from exact_ct.model.package import ModelPackage, save_package
 from exact_ct.schema import ABNORMALITIES
+from tests.support.toy import make_toy_interim
 
 
 @pytest.fixture(scope="module")

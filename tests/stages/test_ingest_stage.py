@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from exact_ct.config import ConfigError
-from exact_ct.ingest.fixtures import chest_phantom, write_series
 from stages.ingest import main
+from tests.support.dicom_series import chest_phantom, write_series
 
 REPO = Path(__file__).resolve().parents[2]
 

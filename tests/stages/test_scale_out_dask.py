@@ -101,8 +101,8 @@ def test_parse_reports_on_a_local_dask_cluster_matches_the_process_pool(tmp_path
 
 @pytest.mark.slow
 def test_build_dataset_on_a_running_cluster_matches_the_process_pool(tmp_path, cluster, spy):
-    from exact_ct.dataset.toy import make_toy_interim
     from stages.build_dataset import main
+    from tests.support.toy import make_toy_interim
 
     make_toy_interim(tmp_path, "b1", 8, seed=3, shape=(12, 10, 8), spacing=16.0)
     base = {

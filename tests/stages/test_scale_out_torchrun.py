@@ -63,8 +63,8 @@ def _stage(root: Path, params: Path, name: str) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A toy dataset, trained by 2 torchrun processes of batch 1 (ddp/) and by 1 process of batch 2 (single/)."""
-    from exact_ct.dataset.toy import make_toy_interim
     from stages import build_dataset
+    from tests.support.toy import make_toy_interim
 
     tmp_path = tmp_path_factory.mktemp("torchrun")
     make_toy_interim(tmp_path, "b1", 12, seed=3, shape=(12, 10, 8), spacing=16.0)

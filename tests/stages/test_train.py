@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from exact_ct.config import from_dict
-from exact_ct.dataset.toy import make_toy_interim
 from exact_ct.training.config import TrainConfig
 from exact_ct.training.loop import LAST, Interrupted, train
+from tests.support.toy import make_toy_interim
 
 TRAIN = {
     "epochs": 2,

@@ -18,11 +18,11 @@ from exact_ct.dataset.config import BuildDatasetConfig
 from exact_ct.dataset.grid import GridPlan, mask_to_model_grid, to_canonical, to_model_grid
 from exact_ct.dataset.labels import TRUTH_PREFIX, UNCERTAIN_PREFIX, binarise
 from exact_ct.dataset.split import SplitConfig, assign_split
-from exact_ct.dataset.toy import make_toy_interim, toy_study
 from exact_ct.io import save_nifti, sha256_file
 from exact_ct.reports.batch import LabelConfig
 from exact_ct.reports.policy import BinaryPolicy
 from exact_ct.schema import ABNORMALITIES
+from tests.support.toy import make_toy_interim, toy_study
 
 SHAPE = (20, 16, 12)
 

@@ -11,12 +11,12 @@ import torch
 
 from exact_ct.cli import main
 from exact_ct.dataset.grid import GridPlan
-from exact_ct.dataset.toy import toy_study
 from exact_ct.io import save_nifti
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.network import ExactNet
 from exact_ct.model.package import ModelPackage, save_package
 from exact_ct.schema import ABNORMALITIES
+from tests.support.toy import toy_study
 
 
 def _package(folder: Path) -> Path:

@@ -14,8 +14,8 @@ import pytest
 
 from exact_ct.ingest import RULES, IngestConfig, ingest_drop
 from exact_ct.ingest.deid import Scrubber
-from exact_ct.ingest.fixtures import chest_phantom, write_series
 from exact_ct.privacy import MissingKeyError, patient_pseudonym, study_pseudonym
+from tests.support.dicom_series import chest_phantom, write_series
 
 CFG = IngestConfig(workers=1)
 

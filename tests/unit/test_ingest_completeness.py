@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from exact_ct.ingest import IngestConfig, ingest_drop
-from exact_ct.ingest.fixtures import chest_phantom, write_series
+from tests.support.dicom_series import chest_phantom, write_series
 
 CFG = IngestConfig(workers=1)
 

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 
 from exact_ct.cli import main as exact_main
 from exact_ct.ingest.deid import Scrubber
-from exact_ct.ingest.fixtures import chest_phantom, write_series
+from tests.support.dicom_series import chest_phantom, write_series
 
 sys.path.insert(0, str(Path(__file__).parent))
 from deid_corpus import CLINICAL, FORMS, leaked  # noqa: E402

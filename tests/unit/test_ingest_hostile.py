@@ -17,7 +17,7 @@ import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from exact_ct.ingest import IngestConfig, ingest_drop
-from exact_ct.ingest.fixtures import chest_phantom, write_series
+from tests.support.dicom_series import chest_phantom, write_series
 
 CFG = IngestConfig(workers=1)
 HEADER = ["accession_number", "patient_id", "findings", "impression"]

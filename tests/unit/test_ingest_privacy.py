@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from exact_ct.cli import main as exact_main
-from exact_ct.ingest.fixtures import chest_phantom, write_series
+from tests.support.dicom_series import chest_phantom, write_series
 
 # Unique strings that appear nowhere else; each one must vanish from every output and log line.
 NAME = "QUIXOTEZ^ZEPHYRINA"

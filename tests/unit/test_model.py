@@ -209,9 +209,9 @@ def test_schedules_decay() -> None:
 
 def test_package_round_trip_and_infer_volume(tmp_path) -> None:
     from exact_ct.dataset.grid import GridPlan
-    from exact_ct.dataset.toy import toy_study
     from exact_ct.model.inference import infer_volume
     from exact_ct.model.package import ModelPackage, load_package, save_package
+    from tests.support.toy import toy_study
 
     torch.manual_seed(0)
     plan = GridPlan(spacing_xyz_mm=(10.0, 10.0, 10.0), size_xyz=(16, 16, 8))

@@ -12,7 +12,7 @@ import pytest
 
 from exact_ct import privacy
 from exact_ct.ingest import IngestConfig, ingest_drop
-from exact_ct.ingest.fixtures import chest_phantom, write_series
+from tests.support.dicom_series import chest_phantom, write_series
 
 KEY_A = "0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c"
 KEY_B = "a1b2c3d4e5f60718293a4b5c6d7e8f90"

@@ -236,8 +236,8 @@ def test_a_registry_version_is_a_monai_bundle_monai_runs(tmp_path: Path) -> None
     import numpy as np
     from monai.bundle import ConfigParser, run
 
-    from exact_ct.dataset.toy import toy_study
     from exact_ct.io import save_nifti
+    from tests.support.toy import toy_study
 
     reg_dir = tmp_path / "registry"
     publish(CFG, _package(tmp_path / "c1", 1), _metrics(tmp_path / "m.json", BASE), reg_dir, tmp_path / "o")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from exact_ct.reports import ReportLabeller
-from exact_ct.reports.evaluate import binary_predictions, f1_scores, load_ctrate_manual, negation_f1
 from exact_ct.reports.table import compose_report
 from exact_ct.schema import ABNORMALITIES
+from tests.support.label_scoring import binary_predictions, f1_scores, load_ctrate_manual, negation_f1
 
 MACRO_F1_FLOOR = 0.95
 LABEL_F1_FLOOR = 0.89

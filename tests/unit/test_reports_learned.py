@@ -228,7 +228,7 @@ def test_parse_reports_switch_without_a_layer_file_is_an_error(tmp_path: Path) -
 def test_ctrate_cross_validated_layer_floor(labeller: ReportLabeller, shared_data: Path) -> None:
     """Grouped 5-fold CV on the 800 CT-RATE manual labels (benchmarks/label_accuracy.py prints the
     figures): the floor sits just below what the layer reaches, so a change that costs accuracy fails."""
-    from exact_ct.reports.evaluate import f1_scores, load_ctrate_manual
+    from tests.support.label_scoring import f1_scores, load_ctrate_manual
 
     data = load_ctrate_manual(shared_data / "reports" / "ctrate_manual_labels" / "train.csv")
     results = labeller.label_many(data.texts)

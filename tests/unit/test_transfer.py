@@ -12,7 +12,6 @@ import torch
 
 from exact_ct.cli import main
 from exact_ct.dataset.grid import GridPlan
-from exact_ct.dataset.toy import toy_study
 from exact_ct.io import save_nifti
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.network import ExactNet
@@ -23,6 +22,7 @@ from exact_ct.transfer.embed import embedding_dim, organ_embeddings
 from exact_ct.transfer.model import build_net
 from exact_ct.transfer.pipeline import load_finetuned, predict_study
 from exact_ct.transfer.train import fit, prepare
+from tests.support.toy import toy_study
 
 NET = NetworkConfig(channels=(4, 8))
 PLAN = GridPlan((8.0, 8.0, 8.0), (40, 32, 24))  # covers the whole toy study

@@ -14,13 +14,13 @@ import yaml
 
 from exact_ct.cli import main
 from exact_ct.dataset.grid import GridPlan
-from exact_ct.dataset.toy import toy_study
 from exact_ct.io import save_nifti
 from exact_ct.model.config import NetworkConfig, PoolingConfig
 from exact_ct.model.network import ExactNet
 from exact_ct.model.package import ModelPackage, save_package
 from exact_ct.schema import ABNORMALITIES, ORGAN_IDS, abnormality_index
 from exact_ct.transfer.zeroshot import Threshold, parse_names, zero_shot_mask
+from tests.support.toy import toy_study
 
 OPACITY, CONSOLIDATION = abnormality_index("Lung opacity"), abnormality_index("Consolidation")
 
@@ -148,8 +148,8 @@ def test_finetune_stage_on_a_build_dataset_folder_uses_its_truth_masks_and_label
     from exact_ct.config import from_dict
     from exact_ct.dataset.build import build_dataset, load_plan
     from exact_ct.dataset.config import BuildDatasetConfig
-    from exact_ct.dataset.toy import make_toy_interim
     from stages.finetune import main as stage_main
+    from tests.support.toy import make_toy_interim
 
     make_toy_interim(
         tmp_path, "b1", 8, seed=1, shape=(20, 16, 12), spacing=10.0, with_truth=True, prevalence=0.5

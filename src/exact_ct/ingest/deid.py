@@ -26,10 +26,11 @@ _DATE_PATTERNS = (
     rf"\b(?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?\s+{_MONTHS}\s*,?\s+(?:19|20)\d{{2}}\b",  # 4 March 2020
     rf"\b{_MONTHS}\s+(?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?\s*,?\s+(?:19|20)\d{{2}}\b",  # March 4, 2020
 )
-_DATE_RE = re.compile("|".join(_DATE_PATTERNS), re.IGNORECASE)
+#: Dates in free text (ISO, European, US, DICOM DA, "4 March 2020", "March 4, 2020") -> DATE_TOKEN.
+DATE_RE = re.compile("|".join(_DATE_PATTERNS), re.IGNORECASE)
 #: Long digit runs are record numbers, phone numbers or ids; no finding is written with 7+ digits.
 #: (UIDs and decimals such as 1.2.840.10008 are left alone: a dot joins the digits to a number.)
-_LONG_NUMBER_RE = re.compile(r"(?<!\d)(?<!\d\.)\d{7,}(?!\d|\.\d)")
+LONG_NUMBER_RE = re.compile(r"(?<!\d)(?<!\d\.)\d{7,}(?!\d|\.\d)")
 
 DATE_TOKEN = "[DATE]"
 ID_TOKEN = "[ID]"
@@ -206,8 +207,8 @@ class Scrubber:
         if self._re is not None:  # the header-derived identifiers first
             text = self._re.sub(lambda m: self._table[m.group(0).lower()], text)
         text = scrub_free_text(text)
-        text = _DATE_RE.sub(DATE_TOKEN, text)
-        return _LONG_NUMBER_RE.sub(ID_TOKEN, text)
+        text = DATE_RE.sub(DATE_TOKEN, text)
+        return LONG_NUMBER_RE.sub(ID_TOKEN, text)
 
 
 @functools.lru_cache(maxsize=1)
