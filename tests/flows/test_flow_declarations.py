@@ -140,3 +140,26 @@ def test_the_command_line_does_not_print_every_http_request():
     setup_logging(verbose=True)
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
     setup_logging()
+
+
+def test_a_stage_past_its_time_limit_is_stopped_with_its_command(tmp_path):
+    import sys
+    import time
+
+    from flows.dvc_tasks import StageTimedOut, repro
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    subprocess.run([str(Path(sys.executable).with_name("dvc")), "init", "-q"], cwd=ws, check=True)
+    # the stage writes its pid, then would sleep for 10 minutes
+    cmd = "python -c \"import os,time; open('pid','w').write(str(os.getpid())); print('started', flush=True); time.sleep(600)\""
+    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"slow": {"cmd": cmd}}}))
+    lines: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(StageTimedOut, match="'slow' stopped after the 5 s time limit"):
+        repro("slow", ws, on_line=lines.append, timeout=5)
+    assert time.monotonic() - t0 < 60 and "started" in lines  # streamed while it ran
+    pid = int((ws / "pid").read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
