@@ -184,7 +184,7 @@ def map_ordered(
     try:
         if address:
             extra = {} if shared is None else {"shared": shared}
-            yield from _map_dask(fn, items, address, bar, **extra)
+            yield from map_dask(fn, items, address, bar, **extra)
             return
         call = fn if shared is None else functools.partial(fn, shared)
         if workers <= 1:
@@ -215,7 +215,7 @@ def map_ordered(
 _SENTINEL: Any = object()
 
 
-def _map_dask(
+def map_dask(
     fn: Callable[..., R], items: Iterable[Any], address: str, bar: Any, shared: Any = _SENTINEL
 ) -> Iterator[R]:
     """``map_ordered`` on a Dask cluster: a window of submitted tasks, results in input order."""

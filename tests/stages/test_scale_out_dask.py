@@ -43,13 +43,13 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.delenv(parallel.DASK_ENV, raising=False)
     calls: list[str] = []
-    real = parallel._map_dask
+    real = parallel.map_dask
 
     def recording(fn, items, address, bar, **kw):
         calls.append(address)
         yield from real(fn, items, address, bar, **kw)
 
-    monkeypatch.setattr(parallel, "_map_dask", recording)
+    monkeypatch.setattr(parallel, "map_dask", recording)
     return calls
 
 

@@ -1,103 +1,15 @@
 """The layering holds: flows -> stages -> library, and the library has no import cycles.
 
-Imports are read from the source with `ast` (nothing is imported), including imports inside functions:
-a deferred import only hides a cycle, it does not remove it.
+Imports are read from the source (tests/support/import_graph.py), including imports inside functions.
 """
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SRC = REPO / "src"
-
-
-def _module_name(path: Path, base: Path) -> str:
-    parts = list(path.relative_to(base).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
-def _imported_names(path: Path, module: str) -> set[str]:
-    """Every dotted name an import statement in `path` can refer to (absolute, relative resolved)."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
-
-
-def library_graph() -> dict[str, set[str]]:
-    """Module -> library modules it imports (a package's __init__ counts as the package)."""
-    modules = {_module_name(p, SRC): p for p in SRC.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for module, path in modules.items():
-        edges = set()
-        for name in _imported_names(path, module):
-            while name and name not in modules:
-                name = name.rpartition(".")[0]
-            # importing one's own parent package is how submodules are reached, not a dependency back
-            if name and name != module and not module.startswith(name + "."):
-                edges.add(name)
-        graph[module] = edges
-    return graph
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    counter = 0
-    for root in sorted(graph):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(graph[root])))]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph[child]))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-    return found
+from tests.support.import_graph import REPO, SRC, cycles, imported_names, library_graph, module_name
 
 
 def test_cycle_finder_sees_a_cycle():
@@ -121,8 +33,8 @@ def test_layers_import_only_downwards(folder, forbidden):
     for path in sorted((REPO / folder).rglob("*.py")):
         if path.is_relative_to(SRC / "exact_ct" / "commands"):
             continue
-        module = _module_name(path, REPO / folder)
-        for name in _imported_names(path, module):
+        module = module_name(path, REPO / folder)
+        for name in imported_names(path, module):
             if name.split(".")[0] in forbidden:
                 offenders.append(f"{path.relative_to(REPO)} imports {name}")
     assert offenders == []
@@ -167,7 +79,7 @@ def test_dvc_stage_depends_on_the_code_it_runs(stage, script, deps):
     path = REPO / Path(*script.split(".")).with_suffix(".py")
     graph = library_graph()
     roots = set()
-    for name in _imported_names(path, script):
+    for name in imported_names(path, script):
         while name and name not in graph:
             name = name.rpartition(".")[0]
         if name:

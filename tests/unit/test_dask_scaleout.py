@@ -37,13 +37,13 @@ def test_ingest_and_masks_on_dask_match_the_local_run(tmp_path, monkeypatch):
     from exact_ct import parallel
 
     calls: list[str] = []
-    real_map_dask = parallel._map_dask
+    real_map_dask = parallel.map_dask
 
     def spy(fn, items, address, bar):
         calls.append(address)
         yield from real_map_dask(fn, items, address, bar)
 
-    monkeypatch.setattr(parallel, "_map_dask", spy)
+    monkeypatch.setattr(parallel, "map_dask", spy)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         monkeypatch.setenv(DASK_ENV, cluster.scheduler_address)
         ingest_drop(drop, tmp_path / "dask" / "ingest", IngestConfig(workers=2), progress=False)

@@ -209,13 +209,13 @@ def test_unenhanced_aortic_root_inside_the_heart_outline() -> None:
 
 
 def test_soft_tissue_section_must_hold_its_lumen() -> None:
-    from exact_ct.masks.steps.aorta_contrast import _contains_lumen
+    from exact_ct.masks.steps.aorta_contrast import contains_lumen
 
     spacing = (2.0, 2.0, 4.0)
     lumen = (20, 20, 10.0)
     # a thrombus section round an eccentric lumen (lumen at its edge) is kept
-    assert _contains_lumen((23, 20, 16.0), lumen, spacing) == (23, 20, 16.0)
+    assert contains_lumen((23, 20, 16.0), lumen, spacing) == (23, 20, 16.0)
     # a section pulled 14 mm away onto a neighbour is replaced by the lumen's own
-    assert _contains_lumen((27, 20, 10.0), lumen, spacing) == lumen
+    assert contains_lumen((27, 20, 10.0), lumen, spacing) == lumen
     # no lumen in that slice (a bridged one): the section stands
-    assert _contains_lumen((27, 20, 10.0), None, spacing) == (27, 20, 10.0)
+    assert contains_lumen((27, 20, 10.0), None, spacing) == (27, 20, 10.0)

@@ -18,48 +18,19 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SRC = REPO / "src"
+from tests.support.import_graph import REPO, absolute, owned_modules
+
 OWNED = ("exact_ct", "flows", "stages")  # the packages whose private names tests must not use
 
 #: (file relative to the repository, "module._name") pairs allowed to break rule (1), each with a reason.
-PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
-    # parallel.py is the Dask engineer's area (issue 24): the tests wrap the private dispatcher to record
-    # which backend ran; the fix is a public hook in exact_ct.parallel, left to its owner.
-    ("tests/stages/test_scale_out_dask.py", "exact_ct.parallel._map_dask"): "spies on the Dask dispatch",
-    ("tests/unit/test_dask_scaleout.py", "exact_ct.parallel._map_dask"): "spies on the Dask dispatch",
-    # masks/ is another engineer's area (aorta_contrast.py was being edited when this test was written);
-    # making the helper public also renames its calls in their test, left to its owner.
-    ("tests/unit/test_masks_aorta.py", "exact_ct.masks.steps.aorta_contrast._contains_lumen"): (
-        "unit test of a private helper"
-    ),
-}
+PRIVATE_ALLOWED: dict[tuple[str, str], str] = {}
 
 #: src modules allowed to break rule (2): genuine library API nothing in production imports yet.
 UNREACHABLE_ALLOWED: dict[str, str] = {}
 
 
-def _module_name(path: Path, base: Path) -> str:
-    parts = list(path.relative_to(base).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
 def _modules() -> dict[str, Path]:
-    """Every module of exact_ct, flows and stages by dotted name (a package by its own name)."""
-    found = {_module_name(p, SRC): p for p in (SRC / "exact_ct").rglob("*.py")}
-    for pkg in ("flows", "stages"):
-        found.update({_module_name(p, REPO): p for p in (REPO / pkg).rglob("*.py")})
-    return found
-
-
-def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
-    if not node.level:
-        return node.module or ""
-    package = module if is_package else module.rpartition(".")[0]
-    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-    return ".".join(anchor + ([node.module] if node.module else []))
+    return owned_modules()
 
 
 def _is_private(name: str) -> bool:
@@ -133,7 +104,7 @@ def _imports(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = _absolute(node, module, is_package)
+            base = absolute(node, module, is_package)
             names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
         for name in names:
             while name:  # importing a.b.c runs a/__init__ and a/b/__init__ too

@@ -122,7 +122,7 @@ def aorta_enhanced(
     # A thrombus or wall section surrounds the lumen it belongs to; a soft-tissue section that does not
     # contain the slice's lumen section was pulled away by a touching neighbour (esophagus, prevertebral
     # tissue): the lumen's section is taken there.
-    outer = {z: _contains_lumen(c, chain.get(z), spacing) for z, c in outer.items()}
+    outer = {z: contains_lumen(c, chain.get(z), spacing) for z, c in outer.items()}
     # Below the diaphragm the crus touches the soft-tissue section while the lumen is bright again: the
     # lumen track takes over where the soft-tissue track ends.
     more = _continue_down(outer, peaks & near, d2, spacing, cfg.aorta_step_mm)
@@ -157,7 +157,7 @@ def aorta_enhanced(
     return out & (lumen | vessel)
 
 
-def _contains_lumen(
+def contains_lumen(
     section: tuple[int, int, float], lumen: tuple[int, int, float] | None, spacing: Spacing
 ) -> tuple[int, int, float]:
     """``section``, or ``lumen`` when the lumen's disc is not inside it (``LUMEN_INSIDE``, one voxel)."""
