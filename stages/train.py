@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--dataset", type=Path, required=True, help="build_dataset output folder")
     parser.add_argument(
-        "--out", type=Path, required=True, help="model package folder, e.g. models/exact-demo"
+        "--out", type=Path, required=True, help="model package folder, e.g. models/candidate"
     )
     parser.add_argument("--reports", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
