@@ -24,9 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stages.train", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--dataset", type=Path, required=True, help="build_dataset output folder")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="model package folder, e.g. models/candidate"
-    )
+    parser.add_argument("--out", type=Path, required=True, help="model package folder, e.g. models/candidate")
     parser.add_argument("--reports", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
     args = parser.parse_args(argv)
