@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,9 @@ class ExactTrainer(Trainer):
         stop_after_steps: int | None = None,
     ) -> None:
         profile = cfg.active()
-        torch.set_num_threads(max(1, profile.threads))
+        # torchrun's processes on one machine share its cores: each takes its share of `threads`
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, profile.threads // world))
         seed_everything(seed, profile.deterministic)
         device = choose_device(profile.device)
         dist_info = setup_distributed(device)

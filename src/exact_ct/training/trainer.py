@@ -221,6 +221,15 @@ class Trainer:
             self.live.end()
         return out
 
+    def _sum_over_ranks(self, sums: dict[str, Any]) -> dict[str, Any]:
+        """``sums`` added up over the process group (every rank calls this at the same point)."""
+        import torch.distributed as dist
+
+        keys = sorted(sums)
+        totals = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(totals)
+        return dict(zip(keys, totals.tolist(), strict=True))
+
     def _train_epoch(self, epoch: int) -> None:
         o, st = self.options, self.state
         done = st.step if epoch == st.epoch else 0
@@ -251,6 +260,8 @@ class Trainer:
             if o.stop_after_steps is not None and st.global_step >= o.stop_after_steps:
                 self.checkpoint()
                 raise Interrupted(f"stopped after global step {st.global_step}")
+        if self.dist.world > 1:  # the epoch's means over every process's batches, not rank 0's alone
+            sums = self._sum_over_ranks(sums)
         n = max(1, sums.get("n", 0))
         # interned keys: one string object per name across epochs, as the checkpoint pickles (and stores) them once
         means = {sys.intern(f"train/{k}"): v / n for k, v in sums.items() if k != "n"}
