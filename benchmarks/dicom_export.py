@@ -25,7 +25,9 @@ os.environ.setdefault("EXACT_MODE", "test")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=int, default=0, help="synthetic study index (seed 20260427)")
+    parser.add_argument("--quick", action="store_true", help="the small demo-profile study (a wiring check)")
     args = parser.parse_args()
+    profile = "demo" if args.quick else "realistic"
 
     import highdicom as hd
     import numpy as np
@@ -39,7 +41,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        study = render_study(args.index, seed=20260427, profile="realistic")
+        study = render_study(args.index, seed=20260427, profile=profile)
         files = write_study_dicom(study, t / "dicom")
         root = Path(os.path.commonpath([str(p) for p in files]))
         cfg = replace(IngestConfig(), require_report=False, workers=1)
@@ -48,8 +50,12 @@ def main() -> int:
             print("ingest grid differs from the synthetic truth grid", file=sys.stderr)
             return 1
         source = find_source_series(t / "work" / "drop", str(row["series_uid_hash"]), cfg)
-        print(f"series: {len(source.datasets)} images of 512 x 512, canonical grid {hu.shape}")
+        first = source.datasets[0]
+        size = f"{int(first.Rows)} x {int(first.Columns)}"
+        print(f"series: {len(source.datasets)} images of {size}, canonical grid {hu.shape}")
         print(f"{len(study.lesions)} lesion masks: {', '.join(study.lesions)}")
+        megabytes: dict[bool, float] = {}
+        seconds_of: dict[bool, float] = {}
         for jpeg2000 in (False, True):
             out = t / ("j2k" if jpeg2000 else "plain")
             out.mkdir()
@@ -58,6 +64,8 @@ def main() -> int:
                 out, source, study.organs, dict(study.lesions), affine, "benchmark", jpeg2000=jpeg2000
             )
             seconds = time.perf_counter() - t0
+            seconds_of[jpeg2000] = seconds
+            megabytes[jpeg2000] = (out / ORGANS_SEG).stat().st_size / 1e6
             kind = "JPEG 2000 lossless" if jpeg2000 else "Explicit VR Little Endian"
             print(f"{kind}: SEG export {seconds:.1f} s, max offset {summary['max_offset_voxels']} voxels")
             for name in (ORGANS_SEG, FINDINGS_SEG):
@@ -79,6 +87,11 @@ def main() -> int:
         }
         bad = sum(int((got[i] != study.organs[::-1, ::-1, z[u]].T).sum()) for i, u in enumerate(uids))
         print(f"organ SEG pixels differing from the organ map: {bad}")
+    print(
+        f"dicom_export: organ SEG {megabytes[True]:.2f} MB JPEG 2000 vs {megabytes[False]:.2f} MB uncompressed "
+        f"(ratio {megabytes[True] / megabytes[False]:.3f}), export {seconds_of[False]:.1f} s / "
+        f"{seconds_of[True]:.1f} s for {len(uids)} images of {size}; {bad} organ pixels differ"
+    )
     return 0 if bad == 0 else 1
 
 

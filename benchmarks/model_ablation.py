@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear exper
     ap.add_argument("--average-scales", action="store_true")
     ap.add_argument("--margins", type=float, default=None, help="one margin (mm) for every region")
     ap.add_argument("--lung-margin", type=float, default=None, help="margin (mm) of the lung-cavity regions")
-    ap.add_argument("--home-organs", action="store_true", help="home organs (DESIGN's table), no margins")
+    ap.add_argument(
+        "--home-organs",
+        action="store_true",
+        help="home organs only (schema.DEFAULT_ORGAN_REGIONS), no margins",
+    )
     ap.add_argument("--k", default="16,4,3", help="k_full,k_half,k_test")
     ap.add_argument("--quick", action="store_true", help="40 studies, 20 steps: a wiring check")
     a = ap.parse_args(argv)
