@@ -39,13 +39,19 @@ def setup_logging(verbose: bool = False) -> None:
         pass
 
 
-def progress(items: Iterable[T], desc: str, *, enabled: bool = True, **kw: Any) -> Iterable[T]:
-    """``items`` behind a tqdm progress bar on stderr, shown only on a terminal (and when ``enabled``, e.g.
-    on the main rank): logs, CI and DVC/Prefect captures get no bar lines. ``kw`` goes to tqdm."""
+def progress_bar(desc: str, *, enabled: bool = True, **kw: Any) -> Any:
+    """A tqdm progress bar on stderr, shown only on a terminal (and when ``enabled``, e.g. on the main
+    rank): logs, CI and DVC/Prefect captures get no bar lines. ``kw`` goes to tqdm (``total``,
+    ``iterable``, ``unit``...)."""
     from tqdm.auto import tqdm
 
     kw.setdefault("leave", False)
-    return tqdm(items, desc=desc, disable=not (enabled and sys.stderr.isatty()), **kw)
+    return tqdm(desc=desc, disable=not (enabled and sys.stderr.isatty()), **kw)
+
+
+def progress(items: Iterable[T], desc: str, *, enabled: bool = True, **kw: Any) -> Iterable[T]:
+    """``items`` behind a :func:`progress_bar`."""
+    return progress_bar(desc, enabled=enabled, iterable=items, **kw)  # type: ignore[no-any-return]
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from tqdm.auto import tqdm
-
 from exact_ct.config import PositiveInt, section
+from exact_ct.logs import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ def map_ordered(
     """
     address = dask_address or current_dask_address()
     total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-    bar = tqdm(total=total, desc=desc, disable=not progress, unit="study", leave=False)
+    bar = progress_bar(desc, enabled=progress, total=total, unit="study")
     try:
         if address:
             extra = {} if shared is None else {"shared": shared}
