@@ -316,6 +316,17 @@ def _declare_local_scheme(ds: Any) -> None:
     ds.CodingSchemeIdentificationSequence = [*seq, item]
 
 
+def _save(ds: Any, path: Path, *, local_codes: bool = False) -> None:
+    """Write a DICOM object atomically (a reader never sees half a file), naming the local coding scheme
+    first when its codes use it."""
+    from exact_ct.io import atomic_path
+
+    if local_codes:
+        _declare_local_scheme(ds)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+
+
 def _content_hash(*arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -399,8 +410,7 @@ def write_segs(
         version=version,
         jpeg2000=jpeg2000,
     )
-    _declare_local_scheme(seg)
-    seg.save_as(out / ORGANS_SEG, enforce_file_format=True)
+    _save(seg, out / ORGANS_SEG, local_codes=True)
     written[ORGANS_SEG] = {
         "segments": [ORGANS[i] for i in sorted(ORGANS) if i],
         "frames": int(seg.NumberOfFrames),
@@ -427,8 +437,7 @@ def write_segs(
             version=version,
             jpeg2000=jpeg2000,
         )
-        _declare_local_scheme(seg2)
-        seg2.save_as(out / FINDINGS_SEG, enforce_file_format=True)
+        _save(seg2, out / FINDINGS_SEG, local_codes=True)
         written[FINDINGS_SEG] = {"segments": names, "frames": int(seg2.NumberOfFrames)}
     return {"files": written, "max_offset_voxels": round(offset, 4)}
 
@@ -477,7 +486,7 @@ def write_sr(out: Path, series: SourceSeries, report: Any, version: str) -> dict
         is_verified=False,
         series_description="EXACT-CT grounded report (research use)",
     )
-    sr.save_as(out / REPORT_SR, enforce_file_format=True)
+    _save(sr, out / REPORT_SR)
     return {"findings": len(report.findings), "stated_absent": len(report.absent)}
 
 
