@@ -12,23 +12,14 @@ import pytest
 import torch
 import yaml
 
+from tests.support.toy import TINY_TRAIN
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Augmentation off and no batch statistics in the network (instance norm): two ranks of batch 1 see the
 # same pairs of studies per step as one process of batch 2 (EpochSampler shards [0, 2, ...] / [1, 3, ...]).
 TRAIN = {
-    "epochs": 2,
-    "lr": 3e-3,
-    "warmup_steps": 2,
-    "workers": 0,
-    "threads": 1,
-    "device": "cpu",
-    "checkpoint_every_steps": 2,
-    "pseudo_mask_start": 1.0,
-    "pseudo_mask_epochs": 1,
-    "network": {"channels": [4, 8]},
-    "pooling": {"k_half": 2, "k_full": 4, "k_test": 2},
-    "loss": {"organ_weight_epochs": 1},
+    **{k: v for k, v in TINY_TRAIN.items() if k != "batch_size"},
     "augment": {"affine_prob": 0.0, "intensity_prob": 0.0, "noise_std": 0.0},
 }
 

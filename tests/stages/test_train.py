@@ -13,24 +13,9 @@ import yaml
 from exact_ct.config import from_dict
 from exact_ct.training.config import TrainConfig
 from exact_ct.training.loop import LAST, Interrupted, train
-from tests.support.toy import make_toy_interim
+from tests.support.toy import TINY_TRAIN, make_toy_interim
 
-TRAIN = {
-    "epochs": 2,
-    "batch_size": 2,
-    "lr": 3e-3,
-    "warmup_steps": 2,
-    "workers": 0,
-    "threads": 1,
-    "device": "cpu",
-    "checkpoint_every_steps": 2,
-    "pseudo_mask_start": 1.0,
-    "pseudo_mask_epochs": 1,
-    "network": {"channels": [4, 8]},
-    "pooling": {"k_half": 2, "k_full": 4, "k_test": 2},
-    "loss": {"organ_weight_epochs": 1},
-    "augment": {"affine_prob": 0.5, "rotate_deg": 5.0, "intensity_prob": 0.5, "noise_std": 0.02},
-}
+TRAIN = TINY_TRAIN
 PARAMS = {
     "seed": 7,
     "batches": ["b1"],

@@ -7,6 +7,7 @@ Simple numpy phantoms (ellipsoids) that take milliseconds to make, unlike full s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -149,3 +150,23 @@ def make_toy_interim(
     if with_truth:
         write_csv_atomic(truth / "labels.csv", pd.DataFrame(truth_rows))
     return ids
+
+
+#: A train profile that trains the toy trees in seconds (tiny network, 2 epochs, checkpoints every 2
+#: steps); tests override what they vary, e.g. ``{**TINY_TRAIN, "epochs": 3}``.
+TINY_TRAIN: dict[str, Any] = {
+    "epochs": 2,
+    "batch_size": 2,
+    "lr": 3e-3,
+    "warmup_steps": 2,
+    "workers": 0,
+    "threads": 1,
+    "device": "cpu",
+    "checkpoint_every_steps": 2,
+    "pseudo_mask_start": 1.0,
+    "pseudo_mask_epochs": 1,
+    "network": {"channels": [4, 8]},
+    "pooling": {"k_half": 2, "k_full": 4, "k_test": 2},
+    "loss": {"organ_weight_epochs": 1},
+    "augment": {"affine_prob": 0.5, "rotate_deg": 5.0, "intensity_prob": 0.5, "noise_std": 0.02},
+}
