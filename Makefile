@@ -18,7 +18,7 @@ export TOTALSEG_HOME_DIR ?= $(CURDIR)/.totalsegmentator
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup browser demo test test-fast bench bench-quick lint format server
+.PHONY: setup system-tools demo test test-fast bench bench-quick lint format server
 
 # The environment is rebuilt only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
@@ -34,16 +34,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# Headless Chromium renders the HTML evaluation report in a test (Debian package; needs root or sudo).
-CHROMIUM := $(shell command -v chromium 2>/dev/null)
-browser:
-ifeq ($(CHROMIUM),)
-	@echo "installing Debian's chromium for the HTML report test"
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null
+# System tools two tests use (Debian packages; needs root or sudo): headless Chromium renders the HTML
+# evaluation report, dciodvfy (dicom3tools) validates the DICOM SEG and SR of `exact infer`.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+SYSTEM_PACKAGES := $(if $(shell command -v chromium 2>/dev/null),,chromium) \
+	$(if $(shell command -v dciodvfy 2>/dev/null),,dicom3tools)
+system-tools:
+ifneq ($(strip $(SYSTEM_PACKAGES)),)
+	@echo "installing Debian packages for the tests: $(strip $(SYSTEM_PACKAGES))"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(strip $(SYSTEM_PACKAGES)) >/dev/null
 endif
 
-test: $(STAMP) browser
+test: $(STAMP) system-tools
 	EXACT_MODE=test $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
