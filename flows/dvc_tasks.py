@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -74,17 +75,16 @@ def pipeline_stages(repo: Path) -> list[str]:
 
 def _kill_tree(proc: subprocess.Popen[str]) -> None:
     """Stop ``dvc`` and the stage command it started (the stage would otherwise run on, holding DVC's lock)."""
-    try:
-        import psutil
+    import psutil
 
-        procs = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-    except (ImportError, Exception):  # psutil missing or the process already gone
-        proc.kill()
+    try:
+        parent = psutil.Process(proc.pid)
+        procs = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:  # dvc has already exited
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.Error):  # gone meanwhile
+            p.kill()
 
 
 def repro(
